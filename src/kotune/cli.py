@@ -1,0 +1,64 @@
+"""`kotune` command line: `kotune sft CONFIG [--key=value ...]`, `kotune demo`, `kotune chat RUN_DIR`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from kotune.errors import user_errors_exit
+
+
+def _sft(rest: list[str]) -> int:
+    if not rest or rest[0] in ("-h", "--help"):
+        from kotune.config import field_help
+
+        print("usage: kotune sft CONFIG.yaml [--key=value ...]\n\nAccepted keys (YAML or --key=value):")
+        for name, text in field_help("sft"):
+            print(f"  {name:38s} {text.splitlines()[0] if text else ''}"[:160])
+        return 0
+    from kotune.sft import main
+
+    return main(rest)
+
+
+def _chat(args) -> int:
+    from kotune.generate import answer, load_for_inference
+
+    model, tokenizer = load_for_inference(args.run_dir)
+    if args.prompt:
+        print(answer(model, tokenizer, args.prompt, max_new_tokens=args.max_new_tokens))
+        return 0
+    while True:
+        try:
+            question = input("질문> ").strip()
+        except EOFError:
+            return 0
+        if question:
+            print(answer(model, tokenizer, question, max_new_tokens=args.max_new_tokens))
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(prog="kotune", description="Fine-tune Korean instruction-following LLMs.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("sft", help="supervised fine-tuning: kotune sft CONFIG.yaml [--key=value ...]", add_help=False)
+    sub.add_parser("demo", help="offline demo: tiny Polyglot-shaped model, LoRA SFT, a Korean answer")
+    chat = sub.add_parser("chat", help="answer prompts with a trained run dir, in its training format")
+    chat.add_argument("run_dir")
+    chat.add_argument("--prompt", help="answer this one prompt and exit")
+    chat.add_argument("--max_new_tokens", type=int, default=128)
+
+    if argv and argv[0] == "sft":
+        with user_errors_exit():
+            return _sft(argv[1:])
+    args = parser.parse_args(argv)
+    with user_errors_exit():
+        if args.command == "demo":
+            from kotune.demo import run_demo
+
+            return run_demo()
+        return _chat(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Data: sources, mixture, tokenization with answer-only labels."""

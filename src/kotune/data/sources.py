@@ -1,0 +1,138 @@
+"""Read a source (local file or Hub id) through `datasets`, rename columns, and turn rows into conversations.
+
+Bad rows are skipped and counted by reason, or raise with file and row number under `strict: true`:
+nothing is trained on silently.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kotune.config import DatasetSource
+from kotune.errors import KotuneError
+from kotune.prompts import join_instruction
+
+logger = logging.getLogger(__name__)
+
+FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
+ROLES = {"system", "user", "assistant"}
+
+
+@dataclass
+class SourceRows:
+    """Conversations read from one source, with what was dropped and why."""
+
+    source: DatasetSource
+    conversations: list[list[dict]]
+    available: int
+    dropped: Counter = field(default_factory=Counter)
+
+
+def read_rows(source: DatasetSource):
+    """A `datasets.Dataset` of the raw rows. Local files by extension; anything else is a Hub id."""
+    import datasets
+
+    path = Path(source.id).expanduser()
+    builder = FILE_BUILDERS.get(path.suffix.lower())
+    if builder or path.exists() or source.id.startswith((".", "/", "~")):
+        if not path.is_file():
+            raise KotuneError(f"dataset '{source.id}': file not found")
+        if builder is None:
+            raise KotuneError(f"dataset '{source.id}': unknown file type; use .json, .jsonl, .csv or .parquet")
+        try:
+            return datasets.load_dataset(builder, data_files=str(path), split="train")
+        except Exception as err:  # datasets wraps parse errors in many types
+            raise KotuneError(f"dataset '{source.id}': cannot be read as {builder}: {_first_line(err)}") from None
+    try:
+        return datasets.load_dataset(source.id, split=source.split)
+    except Exception as err:
+        raise KotuneError(f"dataset '{source.id}': not a local file and not loadable from the Hub "
+                          f"({_first_line(err)})") from None
+
+
+def _first_line(err: Exception) -> str:
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__
+
+
+def _text(row: dict, key: str, required: bool) -> tuple[str | None, str | None]:
+    """(value, reason-if-bad) for a text field."""
+    value = row.get(key)
+    if value is None:
+        return None, (f"missing {key}" if required else None)
+    if not isinstance(value, str):
+        return None, f"{key} is not text"
+    if "\ufffd" in value:
+        return None, f"{key} has undecodable bytes"
+    if required and not value.strip():
+        return None, f"empty {key}"
+    return value, None
+
+
+def instruction_to_messages(row: dict) -> tuple[list[dict] | None, str | None]:
+    """`{instruction, input?, output}` → a user turn and an assistant turn."""
+    instruction, bad = _text(row, "instruction", True)
+    if bad:
+        return None, bad
+    input_text, bad = _text(row, "input", False)
+    if bad:
+        return None, bad
+    output, bad = _text(row, "output", True)
+    if bad:
+        return None, bad
+    return [
+        {"role": "user", "content": join_instruction(instruction, input_text)},
+        {"role": "assistant", "content": output.strip()},
+    ], None
+
+
+def chat_to_messages(row: dict) -> tuple[list[dict] | None, str | None]:
+    """`{messages: [{role, content}, ...]}`, with at least one assistant turn to learn from."""
+    messages = row.get("messages")
+    if not isinstance(messages, list) or not messages:
+        return None, "missing messages"
+    out = []
+    for m in messages:
+        if not isinstance(m, dict) or m.get("role") not in ROLES:
+            return None, "message without a valid role"
+        content, bad = _text(m, "content", True)
+        if bad:
+            return None, f"message {bad}"
+        out.append({"role": m["role"], "content": content})
+    if not any(m["role"] == "assistant" for m in out):
+        return None, "no assistant turn"
+    return out, None
+
+
+CONVERTERS = {"instruction": instruction_to_messages, "chat": chat_to_messages}
+
+
+def load_source(source: DatasetSource, strict: bool = False) -> SourceRows:
+    """Rows of one source as conversations; bad rows counted by reason (or raised, with `strict`)."""
+    if source.format not in CONVERTERS:
+        raise KotuneError(f"dataset '{source.id}': format '{source.format}' is not supported by this stage yet")
+    table = read_rows(source)
+    rename = {theirs: ours for ours, theirs in source.columns.items()}
+    missing = [theirs for theirs in rename if theirs not in table.column_names]
+    if missing:
+        raise KotuneError(f"dataset '{source.id}': columns {missing} (from 'columns') not found; "
+                          f"the file has {table.column_names}")
+    convert = CONVERTERS[source.format]
+    result = SourceRows(source=source, conversations=[], available=len(table))
+    for index, row in enumerate(table):
+        row = {rename.get(k, k): v for k, v in row.items()}
+        messages, reason = convert(row)
+        if reason:
+            if strict:
+                raise KotuneError(f"dataset '{source.id}', row {index + 1}: {reason} (strict: true; "
+                                  f"fix the row or set strict: false to skip bad rows)")
+            result.dropped[reason] += 1
+            continue
+        result.conversations.append(messages)
+    if result.dropped:
+        logger.warning("dataset %s: skipped %d bad rows: %s", source.id, sum(result.dropped.values()),
+                       dict(result.dropped))
+    return result

@@ -1,0 +1,67 @@
+"""Pieces shared by the SFT and DPO entry scripts: logging, pre-flight checks, and the finished output dir."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+from kotune.config import RunConfig
+from kotune.records import plot_loss, write_json, write_resolved_config, write_run_record
+from kotune.safety import check_output_dir, resolve_resume
+
+logger = logging.getLogger("kotune")
+
+
+def setup_logging() -> None:
+    """INFO from kotune on the main process, warnings elsewhere; library loggers keep their own levels."""
+    rank = int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", 0)))
+    logging.basicConfig(
+        format=f"%(asctime)s [rank{rank}] %(levelname)s %(name)s: %(message)s" if rank else
+        "%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+        level=logging.WARNING,
+    )
+    logging.getLogger("kotune").setLevel(logging.INFO if rank == 0 else logging.WARNING)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def preflight(cfg: RunConfig) -> str | None:
+    """Output-dir and resume checks, on every rank before any rank writes. Returns the checkpoint to resume."""
+    args = cfg.training
+    resume = resolve_resume(args.output_dir, args.resume_from_checkpoint) if args.resume_from_checkpoint else None
+    check_output_dir(args.output_dir, cfg.kotune.overwrite_output_dir, resuming=resume is not None)
+    if resume:
+        logger.info("resuming from %s", resume)
+    return resume
+
+
+def write_run_files(cfg: RunConfig, trainer, data_report: dict) -> None:
+    """Config, run record and data report, written by the main process once the run is about to start."""
+    out = cfg.training.output_dir
+    if not trainer.is_world_process_zero():
+        return
+    os.makedirs(out, exist_ok=True)
+    write_resolved_config(out, cfg.resolved)
+    files = [s.id for s in cfg.kotune.dataset_mixture.datasets] if cfg.kotune.dataset_mixture else []
+    write_run_record(out, files, trainer.args.world_size)
+    write_json(os.path.join(out, "data_report.json"), data_report)
+
+
+def finish(trainer, train_result) -> None:
+    """Final model/adapter, tokenizer with chat template, generation config, metrics, state and loss curve."""
+    out = trainer.args.output_dir
+    trainer.save_model(out)
+    metrics = dict(train_result.metrics)
+    trainer.log_metrics("train", metrics)
+    trainer.save_metrics("train", metrics)
+    trainer.save_state()
+    if trainer.is_world_process_zero():
+        model = trainer.model
+        generation_config = getattr(model, "generation_config", None)
+        if generation_config is not None:
+            generation_config.save_pretrained(out)
+        if plot_loss(trainer.state.log_history, os.path.join(out, "loss.png")):
+            logger.info("loss curve: %s", os.path.join(out, "loss.png"))
+        logger.info("done: model and tokenizer saved in %s", out)

@@ -1,0 +1,113 @@
+"""Run safety: never overwrite an output dir by accident, resume from the last complete checkpoint,
+checkpoint on SIGTERM, and stop on a non-finite loss before it reaches the weights."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+import signal
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+from kotune.errors import KotuneError
+
+logger = logging.getLogger(__name__)
+
+_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+
+
+class NonFiniteLossError(RuntimeError):
+    """Raised inside training when a loss is NaN or inf; the optimizer step never runs."""
+
+
+def complete_checkpoints(output_dir: str | Path) -> list[Path]:
+    """Checkpoint dirs whose trainer_state.json (written last by the Trainer) parses, oldest first.
+
+    A run killed with -9 in the middle of a save leaves a partial dir; it is skipped, not resumed from.
+    """
+    root = Path(output_dir)
+    if not root.is_dir():
+        return []
+    found = []
+    for path in root.iterdir():
+        m = _CHECKPOINT.match(path.name)
+        if not m or not path.is_dir():
+            continue
+        try:
+            json.loads((path / "trainer_state.json").read_text())
+        except (OSError, ValueError):
+            logger.warning("skipping incomplete checkpoint %s (no readable trainer_state.json)", path)
+            continue
+        found.append((int(m.group(1)), path))
+    return [p for _, p in sorted(found)]
+
+
+def resolve_resume(output_dir: str, resume: str | bool | None) -> str | None:
+    """`resume_from_checkpoint: true` → the last complete checkpoint in output_dir; a path is checked."""
+    if resume in (None, False, "false", "False", ""):
+        return None
+    if resume in (True, "true", "True"):
+        ckpts = complete_checkpoints(output_dir)
+        if not ckpts:
+            raise KotuneError(f"resume_from_checkpoint: no complete checkpoint in '{output_dir}' to resume from; "
+                              "drop the flag to start a new run")
+        return str(ckpts[-1])
+    if not (Path(resume) / "trainer_state.json").is_file():
+        raise KotuneError(f"resume_from_checkpoint: '{resume}' is not a complete checkpoint dir")
+    return str(resume)
+
+
+def check_output_dir(output_dir: str, overwrite: bool, resuming: bool) -> None:
+    """Refuse an existing, non-empty output_dir unless the user asked to overwrite or resume."""
+    path = Path(output_dir)
+    if path.exists() and not path.is_dir():
+        raise KotuneError(f"output_dir: '{output_dir}' exists and is a file")
+    if path.is_dir() and any(path.iterdir()) and not (overwrite or resuming):
+        raise KotuneError(
+            f"output_dir: '{output_dir}' already exists and is not empty. Use --resume_from_checkpoint=true to "
+            "continue it, --overwrite_output_dir=true to replace it, or choose another output_dir"
+        )
+
+
+class SigtermCheckpoint(TrainerCallback):
+    """On SIGTERM (preemption, `kill`, Slurm), finish the current step, save a checkpoint, and stop."""
+
+    def __init__(self):
+        self.received = False
+        self._previous = signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, signum, frame):
+        if not self.received:
+            logger.warning("SIGTERM received: saving a checkpoint after this step, then stopping")
+        self.received = True
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.received:
+            control.should_save = True
+            control.should_training_stop = True
+        return control
+
+    def restore(self):
+        signal.signal(signal.SIGTERM, self._previous)
+
+
+class NonFiniteLossGuard:
+    """Trainer mixin: check every micro-step's loss before the optimizer can apply it.
+
+    The last checkpoint on disk is then the last good one. (A TrainerCallback cannot do this: callbacks see the
+    loss only at logging steps, after the weights have changed.)
+    """
+
+    def training_step(self, *args, **kwargs):
+        loss = super().training_step(*args, **kwargs)
+        value = float(loss.detach().float().mean())
+        if not math.isfinite(value):
+            raise NonFiniteLossError(
+                f"loss became {value} at step {self.state.global_step + 1}; training stopped before the update. "
+                "Lower learning_rate, use bf16 instead of fp16, or enable max_grad_norm. The last checkpoint "
+                "in output_dir is the last good state."
+            )
+        return loss

@@ -1,0 +1,80 @@
+"""Supervised fine-tuning of a Korean instruction model (the body of `train/sft.py` and `kotune sft`).
+
+    python train/sft.py configs/sft/polyglot-ko-tiny-demo.yaml [--key=value ...]
+    accelerate launch train/sft.py CONFIG.yaml [--key=value ...]
+    deepspeed train/sft.py CONFIG.yaml --deepspeed deepspeed/zero3_offload.json
+
+Sections run in a fixed order: logging, config, tokenizer, data, model, trainer, train, save.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from kotune.errors import KotuneError
+
+logger = logging.getLogger("kotune.sft")
+
+
+def main(argv: list[str]) -> int:
+    # --- logging --------------------------------------------------------------------------------------------
+    from kotune.run import finish, preflight, setup_logging, write_run_files
+
+    setup_logging()
+
+    # --- config ---------------------------------------------------------------------------------------------
+    from kotune.config import load_config
+
+    cfg = load_config(argv, kind="sft")
+    args, model_args = cfg.training, cfg.model
+    resume = preflight(cfg)
+
+    # --- tokenizer and prompt format -----------------------------------------------------------------------
+    from kotune.models import architecture, load_model_config, load_tokenizer
+    from kotune.prompts import install_template, resolve_format
+
+    base_config = load_model_config(model_args.model_name_or_path, model_args.trust_remote_code,
+                                    model_args.model_revision)
+    arch = architecture(base_config)
+    tokenizer = load_tokenizer(model_args.model_name_or_path, model_args.trust_remote_code, model_args.model_revision)
+    install_template(tokenizer, resolve_format(cfg.kotune.prompt_format, arch, model_args.model_name_or_path,
+                                               tokenizer))
+
+    # --- data -----------------------------------------------------------------------------------------------
+    from kotune.data.mixture import build_sft_dataset
+
+    train_dataset, data_report = build_sft_dataset(cfg.kotune.dataset_mixture, tokenizer, args.max_length,
+                                                   overlong=cfg.kotune.overlong, strict=cfg.kotune.strict)
+    logger.info("training examples: %d", len(train_dataset))
+
+    # --- model ----------------------------------------------------------------------------------------------
+    from kotune.models import load_model
+
+    model = load_model(model_args, args, tokenizer)
+
+    # --- trainer --------------------------------------------------------------------------------------------
+    from trl import SFTTrainer
+
+    from kotune.safety import NonFiniteLossError, NonFiniteLossGuard, SigtermCheckpoint
+
+    class KotuneSFTTrainer(NonFiniteLossGuard, SFTTrainer):
+        pass
+
+    sigterm = SigtermCheckpoint()
+    trainer = KotuneSFTTrainer(model=model, args=args, train_dataset=train_dataset, processing_class=tokenizer,
+                               callbacks=[sigterm])
+    write_run_files(cfg, trainer, data_report)
+
+    # --- train ----------------------------------------------------------------------------------------------
+    try:
+        result = trainer.train(resume_from_checkpoint=resume)
+    except NonFiniteLossError as err:
+        raise KotuneError(str(err)) from None
+    if sigterm.received:
+        logger.warning("stopped by SIGTERM; checkpoint saved in %s. Resume with --resume_from_checkpoint=true",
+                       args.output_dir)
+        return 143
+
+    # --- save -----------------------------------------------------------------------------------------------
+    finish(trainer, result)
+    return 0
