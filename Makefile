@@ -12,7 +12,7 @@ export TORCH_EXTENSIONS_DIR ?= $(HOME)/.cache/kotune/torch_extensions
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q pip==26.0.1
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
 	touch $@

@@ -111,6 +111,18 @@ TRAINING_FORCED: dict[str, Any] = {
     # The default replaces a NaN/inf loss by the running mean in logs; kotune stops the run instead.
     "logging_nan_inf_filter": False,
 }
+# Keys that older transformers/TRL releases (and most tutorials) use, with what to write now.
+RENAMED = {
+    "warmup_ratio": "warmup_steps (a float in [0, 1) is a ratio of the total steps)",
+    "max_seq_length": "max_length",
+    "evaluation_strategy": "eval_strategy",
+    "torch_dtype": "dtype",
+    "max_prompt_length_chars": "max_prompt_length",
+    "bnb_4bit_use_double_quant": "use_bnb_nested_quant",
+    "bnb_4bit_compute_dtype": "dtype (the compute dtype of the 4-bit layers)",
+    "fraction": "weight",
+    "path": "id",
+}
 # Launcher-added arguments accepted and ignored (the launcher's env vars carry the rank).
 LAUNCHER_KEYS = {"local_rank", "local-rank"}
 
@@ -299,7 +311,7 @@ def coerce(value: Any, hint: Any) -> Any:
         if isinstance(value, bool):
             raise TypeError("a number")
         if isinstance(value, (int, float)):
-            return float(value)
+            return value  # keep ints: e.g. warmup_steps reads an int as steps and a float in [0, 1) as a ratio
         if isinstance(value, str):
             try:
                 return float(value)
@@ -366,7 +378,7 @@ def _build_mixture(raw: Any, problems: list[str]) -> DatasetMixture | None:
             continue
         for key in item:
             if key not in src_fields:
-                alias = {"path": "id", "fraction": "weight", "name": "id"}.get(key)
+                alias = RENAMED.get(key)
                 hint = f": use '{alias}'" if alias else _suggest(key, src_fields)
                 problems.append(f"{here}{key}: unknown key{hint}")
         missing = [k for k in ("id", "format") if k not in item]
@@ -396,8 +408,11 @@ def _is_local_path(name: str) -> bool:
     return name.startswith((".", "/", "~")) or name.count("/") >= 2 or Path(name).exists()
 
 
-def build_config(raw: dict[str, Any], kind: str = "sft", source: str = "config") -> RunConfig:
-    """Split `raw` over the three dataclasses, check every key and type, then cross-check settings."""
+def build_config(raw: dict[str, Any], kind: str = "sft", source: str = "config", check_paths: bool = True) -> RunConfig:
+    """Split `raw` over the three dataclasses, check every key and type, then cross-check settings.
+
+    `check_paths=False` validates a recipe on a machine that lacks its local model dir (tests of shipped YAML).
+    """
     import torch
 
     model_cls, train_cls = _model_config_class(), _training_config_class(kind)
@@ -405,7 +420,9 @@ def build_config(raw: dict[str, Any], kind: str = "sft", source: str = "config")
     valid = set().union(*groups.values())
     problems: list[str] = []
     for key in raw:
-        if key not in valid:
+        if key in RENAMED and key not in valid:
+            problems.append(f"{key}: unknown key: use {RENAMED[key]}")
+        elif key not in valid:
             problems.append(f"{key}: unknown key{_suggest(key, valid)}")
 
     user = {k: v for k, v in raw.items() if k in valid}
@@ -427,7 +444,7 @@ def build_config(raw: dict[str, Any], kind: str = "sft", source: str = "config")
     model_vals = _check_fields({k: v for k, v in user.items() if k in groups["model"]}, model_cls, "", problems)
     train_vals = _check_fields({k: v for k, v in user.items() if k in groups["training"]}, train_cls, "", problems)
 
-    _cross_check(user, model_vals, train_vals, kind, problems)
+    _cross_check(user, model_vals, train_vals, kind, problems, check_paths)
     if problems:
         raise ConfigError(problems, source)
 
@@ -447,7 +464,7 @@ def build_config(raw: dict[str, Any], kind: str = "sft", source: str = "config")
     return RunConfig(kotune=kotune, model=model, training=training, resolved=resolved, source=source)
 
 
-def _cross_check(user: dict, model: dict, train: dict, kind: str, problems: list[str]) -> None:
+def _cross_check(user: dict, model: dict, train: dict, kind: str, problems: list[str], check_paths: bool) -> None:
     """Combinations that cannot work, each with the setting that fixes it."""
     if model.get("load_in_4bit") and model.get("load_in_8bit"):
         problems.append("load_in_4bit and load_in_8bit are both true: choose one (4-bit NF4 is QLoRA)")
@@ -456,12 +473,20 @@ def _cross_check(user: dict, model: dict, train: dict, kind: str, problems: list
                         "set use_peft: true, or drop the quantization for full fine-tuning")
     if not model.get("model_name_or_path"):
         problems.append("model_name_or_path: required (a local model dir or a Hub id)")
-    elif _is_local_path(model["model_name_or_path"]) and not Path(model["model_name_or_path"]).expanduser().exists():
+    elif check_paths and _is_local_path(model["model_name_or_path"]) and not Path(model["model_name_or_path"]).expanduser().exists():
         problems.append(f"model_name_or_path: '{model['model_name_or_path']}' does not exist")
     if not train.get("output_dir"):
         problems.append("output_dir: required (where the model, checkpoints and logs go)")
     if user.get("dataset_mixture") is None and "dataset_mixture" not in [p.split(":")[0] for p in problems]:
         problems.append("dataset_mixture: required, e.g. {datasets: [{id: data/train.jsonl, format: instruction}]}")
+    mixture = user.get("dataset_mixture")
+    if check_paths and isinstance(mixture, dict) and isinstance(mixture.get("datasets"), list):
+        for i, src in enumerate(mixture["datasets"]):
+            sid = src.get("id") if isinstance(src, dict) else None
+            looks_local = isinstance(sid, str) and (Path(sid).suffix.lower() in (".json", ".jsonl", ".csv", ".parquet")
+                                                    or _is_local_path(sid))
+            if looks_local and not Path(sid).expanduser().is_file():
+                problems.append(f"dataset_mixture.datasets[{i}].id: file '{sid}' not found")
     if user.get("overwrite_output_dir") and train.get("resume_from_checkpoint"):
         problems.append("overwrite_output_dir and resume_from_checkpoint contradict each other: choose one")
     ds = train.get("deepspeed")

@@ -18,37 +18,38 @@ from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
+# Literal text is emitted through {{ '...' }} so Jinja's whitespace control never eats a separator.
 # A system message, if any, comes first as plain text for the '###' formats.
 _KOMT = (
     "{%- for m in messages -%}"
-    "{%- if m['role'] == 'system' -%}{{ m['content'] }}\n\n"
-    "{%- elif m['role'] == 'user' -%}### instruction: {{ m['content'] }}\n\n"
-    "{%- elif m['role'] == 'assistant' -%}### Response: {{ m['content'] }}{{ eos_token }}"
-    "{%- if not loop.last %}\n\n{% endif -%}"
+    "{%- if m['role'] == 'system' -%}{{ m['content'] + '\\n\\n' }}"
+    "{%- elif m['role'] == 'user' -%}{{ '### instruction: ' + m['content'] + '\\n\\n' }}"
+    "{%- elif m['role'] == 'assistant' -%}{{ '### Response: ' + m['content'] + eos_token }}"
+    "{%- if not loop.last -%}{{ '\\n\\n' }}{%- endif -%}"
     "{%- endif -%}"
     "{%- endfor -%}"
-    "{%- if add_generation_prompt -%}### Response: {% endif -%}"
+    "{%- if add_generation_prompt -%}{{ '### Response: ' }}{%- endif -%}"
 )
 
 # KoQuality's released format, verbatim: no separator between the question and '### 답변:'.
 _KOQUALITY = (
     "{%- for m in messages -%}"
-    "{%- if m['role'] == 'system' -%}{{ m['content'] }}\n\n"
-    "{%- elif m['role'] == 'user' -%}### 질문: {{ m['content'] }}"
-    "{%- elif m['role'] == 'assistant' -%}### 답변: {{ m['content'] }}{{ eos_token }}"
+    "{%- if m['role'] == 'system' -%}{{ m['content'] + '\\n\\n' }}"
+    "{%- elif m['role'] == 'user' -%}{{ '### 질문: ' + m['content'] }}"
+    "{%- elif m['role'] == 'assistant' -%}{{ '### 답변: ' + m['content'] + eos_token }}"
     "{%- endif -%}"
     "{%- endfor -%}"
-    "{%- if add_generation_prompt -%}### 답변: {% endif -%}"
+    "{%- if add_generation_prompt -%}{{ '### 답변: ' }}{%- endif -%}"
 )
 
 _LLAMA2 = (
     "{%- if messages[0]['role'] == 'system' -%}"
-    "{%- set sys = '<<SYS>>\n' + messages[0]['content'] + '\n<</SYS>>\n\n' -%}{%- set msgs = messages[1:] -%}"
+    "{%- set sys = '<<SYS>>\\n' + messages[0]['content'] + '\\n<</SYS>>\\n\\n' -%}{%- set msgs = messages[1:] -%}"
     "{%- else -%}{%- set sys = '' -%}{%- set msgs = messages -%}{%- endif -%}"
     "{%- for m in msgs -%}"
     "{%- if m['role'] == 'user' -%}"
-    "{{ bos_token }}[INST] {% if loop.first %}{{ sys }}{% endif %}{{ m['content'] }} [/INST]"
-    "{%- elif m['role'] == 'assistant' -%} {{ m['content'] }} {{ eos_token }}"
+    "{{ bos_token + '[INST] ' + (sys if loop.first else '') + m['content'] + ' [/INST]' }}"
+    "{%- elif m['role'] == 'assistant' -%}{{ ' ' + m['content'] + ' ' + eos_token }}"
     "{%- endif -%}"
     "{%- endfor -%}"
 )
@@ -56,9 +57,9 @@ _LLAMA2 = (
 _MISTRAL = (
     "{{ bos_token }}"
     "{%- for m in messages -%}"
-    "{%- if m['role'] == 'system' -%}{{ m['content'] }}\n\n"
-    "{%- elif m['role'] == 'user' -%}[INST] {{ m['content'] }} [/INST]"
-    "{%- elif m['role'] == 'assistant' -%}{{ m['content'] }}{{ eos_token }}"
+    "{%- if m['role'] == 'system' -%}{{ m['content'] + '\\n\\n' }}"
+    "{%- elif m['role'] == 'user' -%}{{ '[INST] ' + m['content'] + ' [/INST]' }}"
+    "{%- elif m['role'] == 'assistant' -%}{{ m['content'] + eos_token }}"
     "{%- endif -%}"
     "{%- endfor -%}"
 )

@@ -70,6 +70,8 @@ def main(argv: list[str]) -> int:
         result = trainer.train(resume_from_checkpoint=resume)
     except NonFiniteLossError as err:
         raise KotuneError(str(err)) from None
+    finally:
+        sigterm.restore()
     if sigterm.received:
         logger.warning("stopped by SIGTERM; checkpoint saved in %s. Resume with --resume_from_checkpoint=true",
                        args.output_dir)

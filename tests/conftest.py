@@ -1,0 +1,96 @@
+"""Shared fixtures: tiny offline bases built once per session, and helpers that run the real entry point."""
+
+from __future__ import annotations
+
+import os
+import runpy
+import sys
+import tempfile
+from pathlib import Path
+
+# Before any HF import: no Hub, caches in temp, DeepSpeed on CPU.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HOME", tempfile.mkdtemp(prefix="kotune-hf-"))
+os.environ.setdefault("DS_ACCELERATOR", "cpu")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path.home() / ".cache" / "kotune" / "torch_extensions"))
+
+import pytest  # noqa: E402
+import yaml  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO / "src" / "kotune" / "data" / "sample" / "instructions.jsonl"
+ARCHS = ("gpt_neox", "llama", "mistral")
+
+
+@pytest.fixture(scope="session")
+def tiny_bases(tmp_path_factory) -> dict[str, Path]:
+    """arch → folder with a random tiny model (hidden 64, 2 layers) and its tokenizer."""
+    from kotune.tiny import tiny_base
+
+    root = tmp_path_factory.mktemp("bases")
+    return {arch: tiny_base(arch, root / arch, hidden=64, layers=2, seed=0, init_std=0.2) for arch in ARCHS}
+
+
+@pytest.fixture(scope="session")
+def sp_tokenizer(tmp_path_factory):
+    from kotune.tiny import sentencepiece_tokenizer
+
+    return sentencepiece_tokenizer(tmp_path_factory.mktemp("sp"))
+
+
+@pytest.fixture(scope="session")
+def bpe_tokenizer(tmp_path_factory):
+    from kotune.tiny import korean_bpe_tokenizer
+
+    return korean_bpe_tokenizer(tmp_path_factory.mktemp("bpe"))
+
+
+def base_config(model_dir, output_dir, **extra) -> dict:
+    """A small, fast SFT config on the bundled sample."""
+    cfg = {
+        "model_name_or_path": str(model_dir),
+        "dtype": "float32",
+        "dataset_mixture": {"seed": 1, "datasets": [{"id": str(SAMPLE), "format": "instruction"}]},
+        "output_dir": str(output_dir),
+        "max_length": 128,
+        "max_steps": 6,
+        "per_device_train_batch_size": 4,
+        "learning_rate": 1.0e-2,
+        "logging_steps": 1,
+        "save_strategy": "no",
+        "bf16": False,
+        "gradient_checkpointing": False,
+        "report_to": [],
+        "seed": 7,
+        "use_peft": True,
+        "lora_r": 8,
+        "lora_alpha": 16,
+        "lora_dropout": 0.0,
+    }
+    cfg.update(extra)
+    return cfg
+
+
+def write_config(path: Path, cfg: dict) -> Path:
+    path.write_text(yaml.safe_dump(cfg, allow_unicode=True))
+    return path
+
+
+def run_sft_inprocess(config_path: Path, *overrides: str) -> int:
+    """Run train/sft.py in this process exactly as `python train/sft.py CONFIG ...` would; return the exit code."""
+    argv = sys.argv
+    sys.argv = [str(REPO / "train" / "sft.py"), str(config_path), *overrides]
+    try:
+        runpy.run_path(str(REPO / "train" / "sft.py"), run_name="__main__")
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    finally:
+        sys.argv = argv
+    return 0
+
+
+def subprocess_env() -> dict:
+    env = dict(os.environ)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env

@@ -1,0 +1,130 @@
+"""Config loading and validation: every problem at once, near-key suggestions, overrides, shipped YAML."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO, SAMPLE, base_config, write_config
+from kotune.config import build_config, load_config, parse_overrides
+from kotune.errors import ConfigError
+
+
+def problems_of(raw: dict, **kw) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        build_config(raw, **kw)
+    return info.value.problems
+
+
+def test_overrides_accept_both_forms_and_launcher_rank(tmp_path, tiny_bases):
+    path = write_config(tmp_path / "c.yaml", base_config(tiny_bases["gpt_neox"], tmp_path / "out"))
+    cfg = load_config([str(path), "--learning_rate=3e-4", "--max_steps", "3", "--local_rank=0",
+                       "--dataset_mixture.seed=9", "--lora_target_modules=[query_key_value]"])
+    assert cfg.training.learning_rate == pytest.approx(3e-4)  # YAML reads 3e-4 as a string; coerced
+    assert cfg.training.max_steps == 3
+    assert cfg.kotune.dataset_mixture.seed == 9
+    assert cfg.model.lora_target_modules == "query_key_value"  # TRL unwraps a one-item list
+
+
+def test_parse_overrides_bare_flag_is_true():
+    assert parse_overrides(["--use_peft", "--lora_r", "4"]) == {"use_peft": True, "lora_r": 4}
+
+
+def test_misspelled_key_names_the_near_one(tmp_path, tiny_bases):
+    raw = base_config(tiny_bases["llama"], tmp_path / "out")
+    raw["lerning_rate"] = raw.pop("learning_rate")
+    (msg,) = problems_of(raw)
+    assert "lerning_rate" in msg and "did you mean 'learning_rate'" in msg
+
+
+def test_every_problem_reported_at_once(tmp_path, tiny_bases):
+    raw = base_config(tiny_bases["llama"], tmp_path / "out", lora_r="big", num_train_epochs="x",
+                      load_in_4bit=True, load_in_8bit=True, promt_format="komt")
+    raw["dataset_mixture"]["datasets"][0]["fraction"] = 0.5
+    found = "\n".join(problems_of(raw))
+    for needle in ["lora_r: expected an integer", "num_train_epochs: expected a number",
+                   "load_in_4bit and load_in_8bit", "promt_format", "'prompt_format'", "fraction", "use 'weight'"]:
+        assert needle in found, needle
+
+
+def test_wrong_types_name_the_key():
+    raw = {"model_name_or_path": "org/model", "output_dir": "x", "use_peft": "yes", "max_length": [1],
+           "dataset_mixture": {"datasets": [{"id": "org/data", "format": "instruction", "weight": "heavy"}]}}
+    found = "\n".join(problems_of(raw))
+    assert "use_peft: expected true or false" in found
+    assert "max_length: expected" in found
+    assert "dataset_mixture.datasets[0].weight: expected a number" in found
+
+
+def test_quantized_full_finetune_and_missing_paths_are_refused(tmp_path):
+    raw = {"model_name_or_path": str(tmp_path / "nope"), "output_dir": str(tmp_path / "o"), "load_in_8bit": True,
+           "dataset_mixture": {"datasets": [{"id": str(tmp_path / "missing.jsonl"), "format": "instruction"}]}}
+    found = "\n".join(problems_of(raw))
+    assert "cannot be fully fine-tuned" in found and "use_peft: true" in found
+    assert "does not exist" in found and "missing.jsonl' not found" in found
+
+
+def test_8bit_with_zero3_is_refused(tmp_path):
+    ds = tmp_path / "z3.json"
+    ds.write_text('{"zero_optimization": {"stage": 3}, "train_micro_batch_size_per_gpu": "auto"}')
+    raw = {"model_name_or_path": "org/model", "output_dir": "x", "use_peft": True, "load_in_8bit": True,
+           "deepspeed": str(ds), "dataset_mixture": {"datasets": [{"id": "org/data", "format": "instruction"}]}}
+    found = "\n".join(problems_of(raw))
+    assert "load_in_8bit cannot be combined with ZeRO-3" in found and "load_in_4bit" in found
+
+
+def test_dataset_source_keys(tmp_path):
+    raw = {"model_name_or_path": "org/model", "output_dir": "x",
+           "dataset_mixture": {"datasets": [{"path": "a.jsonl", "format": "instrction", "max_samples": 0}]}}
+    found = "\n".join(problems_of(raw, check_paths=False))
+    assert "datasets[0].path: unknown key: use 'id'" in found
+    assert "datasets[0].id: required" in found
+    assert "'instrction' is not one of" in found and "did you mean 'instruction'" in found
+    assert "max_samples: must be >= 1" in found
+
+
+def test_defaults_are_applied_and_recorded(tmp_path, tiny_bases):
+    raw = base_config(tiny_bases["gpt_neox"], tmp_path / "out")
+    del raw["report_to"]
+    cfg = build_config(raw)
+    assert cfg.training.report_to == ["tensorboard"]
+    assert cfg.resolved["report_to"] == ["tensorboard"]
+    assert cfg.training.logging_nan_inf_filter is False  # a NaN must not be hidden in the logs
+    assert cfg.model.use_bnb_nested_quant is True  # QLoRA double quantization by default
+
+
+def test_report_to_empty_is_honoured(tmp_path, tiny_bases):
+    cfg = build_config(base_config(tiny_bases["gpt_neox"], tmp_path / "out", report_to=[]))
+    assert cfg.training.report_to == []
+
+
+SHIPPED = sorted((REPO / "configs" / "sft").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+def test_shipped_sft_configs_validate(path: Path):
+    text = path.read_text(encoding="utf-8")
+    assert text.startswith("#") and "train/sft.py" in text.splitlines()[1] + text.splitlines()[2], \
+        "every shipped config starts with its launch command"
+    cfg = build_config(yaml.safe_load(text), source=str(path), check_paths=False)
+    assert cfg.training.output_dir and cfg.kotune.dataset_mixture.datasets
+
+
+def test_demo_config_matches_the_contract_name():
+    assert list((REPO / "configs" / "sft").glob("*demo*.yaml"))
+
+
+def test_recipes_cover_every_base_and_method():
+    names = {p.name for p in SHIPPED}
+    for needed in ["polyglot-ko-1.3b-qlora.yaml", "polyglot-ko-1.3b-lora-8bit.yaml", "polyglot-ko-5.8b-qlora.yaml",
+                   "polyglot-ko-5.8b-lora-8bit.yaml", "llama-2-7b-qlora.yaml", "mistral-7b-v0.1-qlora.yaml",
+                   "komt-llama-2-7b-qlora.yaml"]:
+        assert needed in names
+    komt = yaml.safe_load((REPO / "configs/sft/komt-llama-2-7b-qlora.yaml").read_text())
+    assert (komt["lora_r"], komt["lora_alpha"], komt["lora_dropout"], komt["prompt_format"]) == (8, 32, 0.05, "komt")
+
+
+def test_sample_file_exists():
+    assert SAMPLE.is_file()
