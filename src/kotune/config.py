@@ -426,6 +426,8 @@ def build_config(raw: dict[str, Any], kind: str = "sft", source: str = "config",
             problems.append(f"{key}: unknown key{_suggest(key, valid)}")
 
     user = {k: v for k, v in raw.items() if k in valid}
+    if isinstance(user.get("resume_from_checkpoint"), bool):  # `true` = the last complete checkpoint in output_dir
+        user["resume_from_checkpoint"] = "true" if user["resume_from_checkpoint"] else None
     applied = {}
     for key, value in TRAINING_DEFAULTS.items():
         if key not in user and key in groups["training"]:

@@ -48,8 +48,11 @@ def main(argv: list[str]) -> int:
     logger.info("training examples: %d", len(train_dataset))
 
     # --- model ----------------------------------------------------------------------------------------------
+    from transformers import set_seed
+
     from kotune.models import load_model
 
+    set_seed(args.seed)  # LoRA's initial weights come from the global RNG: same seed, same run
     model = load_model(model_args, args, tokenizer)
 
     # --- trainer --------------------------------------------------------------------------------------------
