@@ -105,6 +105,8 @@ def _training_config_class(kind: str):
 TRAINING_DEFAULTS: dict[str, Any] = {
     "report_to": ["tensorboard"],
     "logging_steps": 10,
+    # LoRA and checkpointed blocks use every trainable parameter; the DDP search only costs time and warnings.
+    "ddp_find_unused_parameters": False,
 }
 # Values kotune always sets, because the library default hides a failure.
 TRAINING_FORCED: dict[str, Any] = {

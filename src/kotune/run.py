@@ -40,6 +40,7 @@ def preflight(cfg: RunConfig) -> str | None:
 def write_run_files(cfg: RunConfig, trainer, data_report: dict) -> None:
     """Config, run record and data report, written by the main process once the run is about to start."""
     out = cfg.training.output_dir
+    trainer.accelerator.wait_for_everyone()  # every rank has passed preflight before rank 0 writes anything
     if not trainer.is_world_process_zero():
         return
     os.makedirs(out, exist_ok=True)
