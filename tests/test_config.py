@@ -128,3 +128,23 @@ def test_recipes_cover_every_base_and_method():
 
 def test_sample_file_exists():
     assert SAMPLE.is_file()
+
+
+def test_override_inside_a_list(tmp_path, tiny_bases):
+    other = tmp_path / "other.jsonl"
+    other.write_text('{"instruction": "질문", "output": "답"}\n')
+    path = write_config(tmp_path / "c.yaml", base_config(tiny_bases["gpt_neox"], tmp_path / "out"))
+    cfg = load_config([str(path), f"--dataset_mixture.datasets.0.id={other}"])
+    assert cfg.kotune.dataset_mixture.datasets[0].id == str(other)
+
+
+def test_sft_help_lists_keys():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    kotune = str(Path(sys.executable).with_name("kotune"))
+    proc = subprocess.run([kotune, "sft", "--help"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0
+    for key in ("dataset_mixture", "prompt_format", "load_in_4bit", "learning_rate", "packing"):
+        assert key in proc.stdout
