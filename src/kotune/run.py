@@ -53,6 +53,9 @@ def write_run_files(cfg: RunConfig, trainer, data_report: dict) -> None:
 def finish(trainer, train_result) -> None:
     """Final model/adapter, tokenizer with chat template, generation config, metrics, state and loss curve."""
     out = trainer.args.output_dir
+    config = getattr(trainer.model, "config", None)
+    if config is not None and hasattr(config, "use_cache"):
+        config.use_cache = True  # turned off for training (packing, checkpointing); inference wants it
     trainer.save_model(out)
     metrics = dict(train_result.metrics)
     trainer.log_metrics("train", metrics)

@@ -58,14 +58,27 @@ def main(argv: list[str]) -> int:
     # --- trainer --------------------------------------------------------------------------------------------
     from trl import SFTTrainer
 
+    from kotune.data.packing import bfd_pack, collator, disable_cache_for_packing, log_bfd_step_change, packing_mode
     from kotune.safety import NonFiniteLossError, NonFiniteLossGuard, SigtermCheckpoint
+
+    mode = packing_mode(cfg.resolved, args)
+    if mode == "bfd":
+        n_examples = len(train_dataset)
+        train_dataset = bfd_pack(train_dataset, args.max_length)
+        log_bfd_step_change(n_examples, len(train_dataset), args)
+    if mode != "padded":
+        disable_cache_for_packing(model)
+        logger.info("packing=true: padding-free batches (%s), attention over each example only", mode)
+    # kotune has tokenized, truncated and labelled the data; TRL must not re-pack or re-truncate it.
+    args.packing, args.padding_free = False, False
+    args.dataset_kwargs = {**(args.dataset_kwargs or {}), "skip_prepare_dataset": True}
 
     class KotuneSFTTrainer(NonFiniteLossGuard, SFTTrainer):
         pass
 
     sigterm = SigtermCheckpoint()
     trainer = KotuneSFTTrainer(model=model, args=args, train_dataset=train_dataset, processing_class=tokenizer,
-                               callbacks=[sigterm])
+                               data_collator=collator(tokenizer, mode), callbacks=[sigterm])
     write_run_files(cfg, trainer, data_report)
 
     # --- train ----------------------------------------------------------------------------------------------

@@ -1,0 +1,105 @@
+"""Batching: dynamic padding, padding-free packing, or best-fit-decreasing bins — never attention across examples.
+
+`packing: true` keeps the recipe: a batch is still `per_device_train_batch_size` examples, concatenated into one
+row without padding; `position_ids` restart at each example and the first label of each example is masked, so
+the loss never predicts one example from another. `packing_strategy: bfd` (explicit) packs examples into bins of
+`max_length` tokens the way TRL does; that changes the number of examples per step, and kotune logs it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import torch
+from datasets import Dataset
+
+from kotune.errors import KotuneError
+
+logger = logging.getLogger(__name__)
+
+MODES = ("padded", "padding_free", "bfd")
+
+
+def packing_mode(resolved: dict, training_args) -> str:
+    """Which batching the user asked for, from the keys they set (TRL's defaults would silently mean bfd)."""
+    if not training_args.packing:
+        return "padded"
+    strategy = resolved.get("packing_strategy")
+    if strategy is None:
+        return "padding_free"
+    if strategy in ("bfd", "bfd_split"):
+        return "bfd"
+    raise KotuneError(f"packing_strategy: '{strategy}' lets examples attend to each other; use packing: true "
+                      "(padding-free, the default) or packing_strategy: bfd")
+
+
+def collator(tokenizer, mode: str):
+    """TRL's language-modeling collator: padded batches with an attention mask, or one padding-free row.
+
+    >>> c = collator(tok, "padding_free")   # doctest: +SKIP
+    >>> c([{"input_ids": [5, 6, 7], "labels": [-100, 6, 7]}, {"input_ids": [8, 9], "labels": [-100, 9]}])
+    {'input_ids': tensor([[5, 6, 7, 8, 9]]), 'labels': tensor([[-100, 6, 7, -100, 9]]),
+     'position_ids': tensor([[0, 1, 2, 0, 1]]), ...}
+    """
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    return DataCollatorForLanguageModeling(pad_token_id=tokenizer.pad_token_id, padding_free=mode != "padded")
+
+
+def bfd_pack(dataset: Dataset, max_length: int) -> Dataset:
+    """Best-fit-decreasing bins of at most `max_length` tokens (TRL's packer), with per-example `seq_lengths`."""
+    from trl.data_utils import pack_dataset
+
+    packed = pack_dataset(dataset.select_columns(["input_ids", "labels"]), max_length, "bfd")
+    return packed
+
+
+def log_bfd_step_change(n_examples: int, n_bins: int, args) -> None:
+    world = max(1, args.world_size)
+    per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps * world
+    before, after = math.ceil(n_examples / per_step), math.ceil(n_bins / per_step)
+    logger.warning("packing_strategy=bfd: %d examples in %d bins of max_length %d; optimizer steps per epoch "
+                   "%d → %d (about %.1f examples per step instead of %d)", n_examples, n_bins, args.max_length,
+                   before, after, n_examples / max(after, 1), per_step)
+
+
+def disable_cache_for_packing(model) -> None:
+    """transformers 5 builds the block-diagonal mask from position_ids only when no KV cache is created; with the
+    default `use_cache=True` a padding-free batch silently attends across examples (sdpa and eager alike)."""
+    config = getattr(model, "config", None)
+    if config is not None and getattr(config, "use_cache", False):
+        config.use_cache = False
+        logger.info("packing: use_cache=false while training (else examples attend to each other)")
+
+
+def useful_fraction(lengths: list[int], batch_size: int, mode: str, max_length: int | None = None) -> float:
+    """Tokens that carry data ÷ tokens computed, for batches of consecutive examples."""
+    useful = sum(lengths)
+    if mode != "padded" or not useful:
+        return 1.0
+    computed = 0
+    for start in range(0, len(lengths), batch_size):
+        chunk = lengths[start:start + batch_size]
+        computed += max(chunk) * len(chunk)
+    return useful / computed
+
+
+def example_losses(model, batch: dict) -> torch.Tensor:
+    """Mean next-token loss of each example in a padded or padding-free batch (for checks and reports)."""
+    out = model(**{k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "position_ids")},
+                use_cache=False)
+    logits = out.logits[:, :-1].float()
+    labels = batch["labels"][:, 1:]
+    tok_loss = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels, ignore_index=-100, reduction="none")
+    if "position_ids" in batch and batch["input_ids"].shape[0] == 1:
+        starts = (batch["position_ids"][0] == 0).nonzero().flatten().tolist() + [batch["input_ids"].shape[1]]
+        losses = []
+        for s, e in zip(starts[:-1], starts[1:]):
+            seg_labels = labels[0, s:e - 1] if e - 1 > s else labels[0, s:s]
+            seg = tok_loss[0, s:e - 1]
+            mask = seg_labels != -100
+            losses.append(seg[mask].mean())
+        return torch.stack(losses)
+    mask = labels != -100
+    return (tok_loss * mask).sum(1) / mask.sum(1)
