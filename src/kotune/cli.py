@@ -1,4 +1,5 @@
-"""`kotune` command line: `kotune sft CONFIG [--key=value ...]`, `kotune demo`, `kotune chat RUN_DIR`."""
+"""`kotune` command line: `kotune sft CONFIG [--key=value ...]`, `kotune data CONFIG`, `kotune demo`,
+`kotune chat RUN_DIR`."""
 
 from __future__ import annotations
 
@@ -42,6 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="kotune", description="Fine-tune Korean instruction-following LLMs.")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("sft", help="supervised fine-tuning: kotune sft CONFIG.yaml [--key=value ...]", add_help=False)
+    data = sub.add_parser("data", help="report what a config trains on: counts, lengths, drops, packing efficiency",
+                          add_help=False)
+    data.add_argument("rest", nargs=argparse.REMAINDER)
     sub.add_parser("demo", help="offline demo: tiny Polyglot-shaped model, LoRA SFT, a Korean answer")
     chat = sub.add_parser("chat", help="answer prompts with a trained run dir, in its training format")
     chat.add_argument("run_dir")
@@ -51,6 +55,20 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] == "sft":
         with user_errors_exit():
             return _sft(argv[1:])
+    if argv and argv[0] == "data":
+        rest = argv[1:]
+        if not rest or rest[0] in ("-h", "--help"):
+            print("usage: kotune data CONFIG.yaml [--out DIR] [--key=value ...]\n\nWrites data_report.json and "
+                  "lengths.png (default: runs/data_report/<config name>) and prints the summary.")
+            return 0
+        out = None
+        if "--out" in rest:
+            i = rest.index("--out")
+            out, rest = rest[i + 1], rest[:i] + rest[i + 2:]
+        with user_errors_exit():
+            from kotune.data.report import run_data_report
+
+            return run_data_report(rest, out)
     args = parser.parse_args(argv)
     with user_errors_exit():
         if args.command == "demo":

@@ -72,6 +72,9 @@ class KotuneArguments:
         metadata={"help": "Rows longer than max_length: drop them (counted) or cut the answer (EOS is then lost)."},
     )
     strict: bool = field(default=False, metadata={"help": "Raise on the first bad data row instead of skipping it."})
+    data_cache: bool = field(
+        default=True, metadata={"help": "Reuse preprocessed data from $KOTUNE_CACHE_DIR (~/.cache/kotune/data)."}
+    )
 
 
 def _model_config_class():

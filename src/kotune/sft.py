@@ -41,10 +41,11 @@ def main(argv: list[str]) -> int:
                                                tokenizer))
 
     # --- data -----------------------------------------------------------------------------------------------
-    from kotune.data.mixture import build_sft_dataset
+    from kotune.data.epochs import EpochVariants, SetEpoch
+    from kotune.data.prepare import prepare_sft_data
 
-    train_dataset, data_report = build_sft_dataset(cfg.kotune.dataset_mixture, tokenizer, args.max_length,
-                                                   overlong=cfg.kotune.overlong, strict=cfg.kotune.strict)
+    variants, data_report, _ = prepare_sft_data(cfg, tokenizer)
+    train_dataset = variants[0] if len(variants) == 1 else EpochVariants(variants)
     logger.info("training examples: %d", len(train_dataset))
 
     # --- model ----------------------------------------------------------------------------------------------
@@ -63,6 +64,10 @@ def main(argv: list[str]) -> int:
 
     mode = packing_mode(cfg.resolved, args)
     if mode == "bfd":
+        if isinstance(train_dataset, EpochVariants):
+            logger.warning("packing_strategy=bfd packs one fixed set of bins: KIT-19 templates stay as drawn for "
+                           "epoch 0 (use packing: true to draw new templates every epoch)")
+            train_dataset = variants[0]
         n_examples = len(train_dataset)
         train_dataset = bfd_pack(train_dataset, args.max_length)
         log_bfd_step_change(n_examples, len(train_dataset), args)
@@ -77,8 +82,9 @@ def main(argv: list[str]) -> int:
         pass
 
     sigterm = SigtermCheckpoint()
+    callbacks = [sigterm] + ([SetEpoch(train_dataset)] if isinstance(train_dataset, EpochVariants) else [])
     trainer = KotuneSFTTrainer(model=model, args=args, train_dataset=train_dataset, processing_class=tokenizer,
-                               data_collator=collator(tokenizer, mode), callbacks=[sigterm])
+                               data_collator=collator(tokenizer, mode), callbacks=callbacks)
     write_run_files(cfg, trainer, data_report)
 
     # --- train ----------------------------------------------------------------------------------------------

@@ -2,18 +2,22 @@
 
 A source's `weight` is its share of the final mixture: with weights 3 and 1, three quarters of the rows come from
 the first source. The mixture keeps the total of the capped sources; a source with too few rows is upsampled
-(rows repeat), one with more is downsampled, both with the mixture's seed.
+(rows repeat, and a repeated KIT-19 row gets its own template), one with more is downsampled, both with the seed.
+
+KIT-19 sources are rendered once per epoch ("variants"), so each epoch draws new templates.
 """
 
 from __future__ import annotations
 
 import logging
 import random
+from collections import Counter
+from typing import Callable
 
 from datasets import Dataset
 
 from kotune.config import DatasetMixture
-from kotune.data.sources import load_source
+from kotune.data.sources import SourceRows, load_source
 from kotune.errors import KotuneError
 from kotune.prompts import encode_conversation
 
@@ -42,57 +46,115 @@ def sample(items: list, n: int, rng: random.Random) -> list:
     return out + rng.sample(items, n - len(out))
 
 
-def build_sft_dataset(mixture: DatasetMixture, tokenizer, max_length: int | None, overlong: str = "drop",
-                      strict: bool = False) -> tuple[Dataset, dict]:
-    """(tokenized dataset with input_ids/labels, report per source)."""
+def _default_cap(rows: SourceRows) -> int | None:
+    if rows.source.max_samples is not None:
+        return rows.source.max_samples
+    if rows.templated:
+        from kotune.data.kit19 import DEFAULT_CAP
+
+        return DEFAULT_CAP
+    return None
+
+
+def _encode(tokenizer, messages: list[dict]) -> tuple[list[int], list[int]]:
+    return encode_conversation(tokenizer, messages)
+
+
+def _encode_example(rows: SourceRows, record, key: str, tokenizer, max_length: int | None, overlong: str,
+                    n_variants: int, tries: int) -> tuple[list[tuple[list[int], list[int]]] | None, str | None, int]:
+    """Token ids and labels of one example for each variant (epoch); (None, reason, 0) if it cannot be used."""
+    variants, truncated = [], 0
+    for epoch in range(n_variants if rows.templated else 1):
+        encoded = None
+        for attempt in range(tries if rows.templated else 1):
+            try:
+                messages = rows.to_messages(record, key, epoch + attempt * n_variants)
+            except Exception as err:  # a template that cannot render this row
+                return None, f"template error ({type(err).__name__})", 0
+            ids, labels = _encode(tokenizer, messages)
+            if max_length is None or len(ids) <= max_length:
+                encoded = (ids, labels)
+                break
+            if overlong == "truncate":
+                encoded = (ids[:max_length], labels[:max_length])
+                truncated = 1
+                break
+        if encoded is None:
+            return None, "longer than max_length", 0
+        if all(x == -100 for x in encoded[1]):
+            return None, "no answer tokens left after truncation", 0
+        variants.append(encoded)
+    if not rows.templated:
+        variants = variants * n_variants
+    return variants, None, truncated
+
+
+def build_sft_variants(mixture: DatasetMixture, tokenizer, max_length: int | None, overlong: str = "drop",
+                       strict: bool = False, variants_for: Callable[[int], int] = lambda n: 1,
+                       ) -> tuple[list[Dataset], dict]:
+    """(one tokenized dataset per epoch variant, report per source). All variants hold the same examples in the
+    same order; only KIT-19 phrasings differ between them."""
     rng = random.Random(mixture.seed)
-    loaded = [load_source(src, strict=strict) for src in mixture.datasets]
+    loaded = [load_source(src, strict=strict, seed=mixture.seed) for src in mixture.datasets]
     capped = []
     for rows in loaded:
-        convs = rows.conversations
-        cap = rows.source.max_samples
-        if cap is not None and len(convs) > cap:
-            rows.dropped["over max_samples"] += len(convs) - cap
-            convs = rng.sample(convs, cap)
-        capped.append(convs)
+        indices = list(range(len(rows.records)))
+        cap = _default_cap(rows)
+        if cap is not None and len(indices) > cap:
+            rows.dropped["over max_samples"] += len(indices) - cap
+            indices = rng.sample(indices, cap)
+        capped.append(indices)
     if len(capped) > 1:
         targets = share_counts([len(c) for c in capped], [r.source.weight for r in loaded])
     else:
         targets = [len(capped[0])]
+    n_variants = max(1, int(variants_for(sum(targets)))) if any(r.templated for r in loaded) else 1
 
-    input_ids, labels, report = [], [], {}
-    for rows, convs, target in zip(loaded, capped, targets):
-        chosen = sample(convs, target, rng)
-        dropped = rows.dropped
+    examples: list[list[tuple[list[int], list[int]]]] = []
+    report = {}
+    for rows, indices, target in zip(loaded, capped, targets):
+        seen: Counter = Counter()
         used = truncated = 0
-        for messages in chosen:
-            ids, lab = encode_conversation(tokenizer, messages)
-            if max_length is not None and len(ids) > max_length:
-                if overlong == "drop":
-                    dropped["longer than max_length"] += 1
-                    continue
-                ids, lab = ids[:max_length], lab[:max_length]
-                truncated += 1
-            if all(x == -100 for x in lab):
-                dropped["no answer tokens left after truncation"] += 1
+        for index in sample(indices, target, rng):
+            key = f"{index}:{seen[index]}"
+            seen[index] += 1
+            variants, reason, cut = _encode_example(rows, rows.records[index], key, tokenizer, max_length, overlong,
+                                                    n_variants, tries=8)
+            if reason:
+                if strict and reason.startswith("template error"):
+                    raise KotuneError(f"dataset '{rows.source.id}', row {index + 1}: {reason}")
+                rows.dropped[reason] += 1
                 continue
-            input_ids.append(ids)
-            labels.append(lab)
+            examples.append(variants)
             used += 1
+            truncated += cut
         report[rows.source.id] = {
             "format": rows.source.format,
-            "requested_weight": rows.source.weight,
+            "weight": rows.source.weight,
             "available": rows.available,
             "used": used,
             "truncated": truncated,
-            "dropped": dict(dropped),
+            "dropped": dict(rows.dropped),
         }
-        logger.info("data %s: available %d, used %d, dropped %s", rows.source.id, rows.available, used,
-                    dict(dropped) or "none")
-    if not input_ids:
+        logger.info("data %s (%s): available %d, used %d, dropped %s", rows.source.id, rows.source.format,
+                    rows.available, used, dict(rows.dropped) or "none")
+    if not examples:
         raise KotuneError("the dataset is empty after filtering: " + "; ".join(
             f"{k}: {v['available']} rows, dropped {v['dropped'] or 'none'}" for k, v in report.items()))
-    order = list(range(len(input_ids)))
+    order = list(range(len(examples)))
     rng.shuffle(order)
-    dataset = Dataset.from_dict({"input_ids": [input_ids[i] for i in order], "labels": [labels[i] for i in order]})
-    return dataset, report
+    datasets = [
+        Dataset.from_dict({"input_ids": [examples[i][v][0] for i in order],
+                           "labels": [examples[i][v][1] for i in order]})
+        for v in range(n_variants)
+    ]
+    if n_variants > 1:
+        logger.info("KIT-19 templates: %d epoch variants, a new template draw per example per epoch", n_variants)
+    return datasets, report
+
+
+def build_sft_dataset(mixture: DatasetMixture, tokenizer, max_length: int | None, overlong: str = "drop",
+                      strict: bool = False) -> tuple[Dataset, dict]:
+    """The first-epoch dataset and the report (see build_sft_variants)."""
+    datasets, report = build_sft_variants(mixture, tokenizer, max_length, overlong, strict)
+    return datasets[0], report

@@ -10,6 +10,7 @@ import logging
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from kotune.config import DatasetSource
 from kotune.errors import KotuneError
@@ -23,15 +24,21 @@ ROLES = {"system", "user", "assistant"}
 
 @dataclass
 class SourceRows:
-    """Conversations read from one source, with what was dropped and why."""
+    """Usable records of one source, with what was dropped and why.
+
+    `to_messages(record, key, epoch)` turns a record into a conversation; for KIT-19 tasks the template depends on
+    the example's key and the epoch, for instruction and chat records it is the record itself.
+    """
 
     source: DatasetSource
-    conversations: list[list[dict]]
+    records: list
     available: int
     dropped: Counter = field(default_factory=Counter)
+    to_messages: Callable = field(default=lambda record, key, epoch: record)
+    templated: bool = False
 
 
-def read_rows(source: DatasetSource):
+def read_rows(source: DatasetSource, subset: str | None = None):
     """A `datasets.Dataset` of the raw rows. Local files by extension; anything else is a Hub id."""
     import datasets
 
@@ -47,7 +54,7 @@ def read_rows(source: DatasetSource):
         except Exception as err:  # datasets wraps parse errors in many types
             raise KotuneError(f"dataset '{source.id}': cannot be read as {builder}: {_first_line(err)}") from None
     try:
-        return datasets.load_dataset(source.id, split=source.split)
+        return datasets.load_dataset(source.id, subset, split=source.split)
     except Exception as err:
         raise KotuneError(f"dataset '{source.id}': not a local file and not loadable from the Hub "
                           f"({_first_line(err)})") from None
@@ -110,29 +117,58 @@ def chat_to_messages(row: dict) -> tuple[list[dict] | None, str | None]:
 CONVERTERS = {"instruction": instruction_to_messages, "chat": chat_to_messages}
 
 
-def load_source(source: DatasetSource, strict: bool = False) -> SourceRows:
-    """Rows of one source as conversations; bad rows counted by reason (or raised, with `strict`)."""
-    if source.format not in CONVERTERS:
-        raise KotuneError(f"dataset '{source.id}': format '{source.format}' is not supported by this stage yet")
-    table = read_rows(source)
+def load_source(source: DatasetSource, strict: bool = False, seed: int = 42) -> SourceRows:
+    """Records of one source; bad rows counted by reason (or raised, with `strict`)."""
+    task = None
+    if source.format.startswith("kit19/"):
+        from kotune.data.kit19 import load_task
+
+        task = load_task(source.format.split("/", 1)[1])
+        subset = task.source.get("subset") if source.id == task.source.get("hub_id") else None
+        table = read_rows(source, subset)
+    elif source.format in CONVERTERS:
+        table = read_rows(source)
+    else:
+        raise KotuneError(f"dataset '{source.id}': format '{source.format}' is not supported by this stage")
     rename = {theirs: ours for ours, theirs in source.columns.items()}
     missing = [theirs for theirs in rename if theirs not in table.column_names]
     if missing:
         raise KotuneError(f"dataset '{source.id}': columns {missing} (from 'columns') not found; "
                           f"the file has {table.column_names}")
-    convert = CONVERTERS[source.format]
-    result = SourceRows(source=source, conversations=[], available=len(table))
+    result = SourceRows(source=source, records=[], available=len(table))
+    if task is not None:
+        absent = [f for f in task.fields if f not in table.column_names and f not in rename.values()]
+        if absent:
+            raise KotuneError(f"dataset '{source.id}': KIT-19 task '{task.name}' needs columns {absent}; the file "
+                              f"has {table.column_names} (map yours with columns: {{{absent[0]}: your_column}})")
+        result.templated = True
+        result.to_messages = _kit19_renderer(task, seed)
     for index, row in enumerate(table):
         row = {rename.get(k, k): v for k, v in row.items()}
-        messages, reason = convert(row)
+        if task is not None:
+            record, reason = row, task.check(row)
+        else:
+            record, reason = CONVERTERS[source.format](row)
         if reason:
             if strict:
                 raise KotuneError(f"dataset '{source.id}', row {index + 1}: {reason} (strict: true; "
                                   f"fix the row or set strict: false to skip bad rows)")
             result.dropped[reason] += 1
             continue
-        result.conversations.append(messages)
+        result.records.append(record)
     if result.dropped:
         logger.warning("dataset %s: skipped %d bad rows: %s", source.id, sum(result.dropped.values()),
                        dict(result.dropped))
     return result
+
+
+def _kit19_renderer(task, seed: int) -> Callable:
+    from kotune.data.kit19 import template_index
+
+    def to_messages(row: dict, key: str, epoch: int) -> list[dict]:
+        instruction, input_text, output = task.render(row, template_index(seed, task.name, key, epoch,
+                                                                            len(task.templates)))
+        return [{"role": "user", "content": join_instruction(instruction, input_text)},
+                {"role": "assistant", "content": output.strip()}]
+
+    return to_messages

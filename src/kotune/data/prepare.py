@@ -1,0 +1,29 @@
+"""From a validated config to the training set: mixture → epoch variants → cache."""
+
+from __future__ import annotations
+
+import logging
+
+from kotune.data.cache import cached_build
+from kotune.data.epochs import epochs_needed
+from kotune.data.mixture import build_sft_variants
+
+logger = logging.getLogger(__name__)
+
+
+def prepare_sft_data(cfg, tokenizer):
+    """(variants, report, cache_hit) for an SFT run; every rank gets the same examples in the same order."""
+    args, kot = cfg.training, cfg.kotune
+    settings = {
+        "max_length": args.max_length, "overlong": kot.overlong, "strict": kot.strict,
+        "epochs": [args.num_train_epochs, args.max_steps, args.per_device_train_batch_size,
+                   args.gradient_accumulation_steps, args.world_size],
+    }
+
+    def build():
+        return build_sft_variants(kot.dataset_mixture, tokenizer, args.max_length, overlong=kot.overlong,
+                                  strict=kot.strict, variants_for=lambda n: epochs_needed(n, args))
+
+    with args.main_process_first(desc="preparing data"):
+        variants, report, hit = cached_build(build, kot.dataset_mixture, tokenizer, settings, enabled=kot.data_cache)
+    return variants, report, hit

@@ -1,0 +1,140 @@
+"""`kotune data CONFIG`: what a config will train on, before any GPU time is spent.
+
+Prints and writes (JSON + PNG histogram): rows per source/task, dropped rows by reason, token-length
+percentiles, tokens per Hangul syllable, truncation, and the useful-token fraction of padded batches, padding-free
+packing and best-fit-decreasing bins.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+from pathlib import Path
+
+from kotune.data.packing import useful_fraction
+
+logger = logging.getLogger(__name__)
+HANGUL = re.compile(r"[\uac00-\ud7a3]")
+
+
+def percentiles(values: list[int], qs=(50, 90, 99)) -> dict[str, int]:
+    ordered = sorted(values)
+    out = {}
+    for q in qs:
+        k = min(len(ordered) - 1, max(0, math.ceil(q / 100 * len(ordered)) - 1))
+        out[f"p{q}"] = ordered[k]
+    out["max"] = ordered[-1]
+    out["mean"] = round(sum(ordered) / len(ordered), 1)
+    return out
+
+
+def tokens_per_syllable(tokenizer, dataset, limit: int = 2000) -> float | None:
+    tokens = syllables = 0
+    for row in dataset.select(range(min(limit, len(dataset)))):
+        text = tokenizer.decode(row["input_ids"], skip_special_tokens=True)
+        n = len(HANGUL.findall(text))
+        if n:
+            syllables += n
+            tokens += len(row["input_ids"])
+    return round(tokens / syllables, 3) if syllables else None
+
+
+def bfd_fill(lengths: list[int], max_length: int) -> tuple[int, float]:
+    """(bins, useful fraction of bins × max_length) for best-fit-decreasing packing."""
+    bins: list[int] = []
+    for n in sorted(lengths, reverse=True):
+        best = None
+        for i, used in enumerate(bins):
+            if used + n <= max_length and (best is None or used > bins[best]):
+                best = i
+        if best is None:
+            bins.append(n)
+        else:
+            bins[best] += n
+    return len(bins), sum(lengths) / (len(bins) * max_length)
+
+
+def build_report(cfg, tokenizer, variants, sources: dict) -> dict:
+    dataset = variants[0]
+    lengths = [len(ids) for ids in dataset["input_ids"]]
+    answer = [sum(1 for t in lab if t != -100) for lab in dataset["labels"]]
+    args = cfg.training
+    used = sum(s["used"] for s in sources.values())
+    truncated = sum(s.get("truncated", 0) for s in sources.values())
+    report = {
+        "examples": len(dataset),
+        "epoch_variants": len(variants),
+        "per_source": sources,
+        "tokens": {"total": sum(lengths), "answer": sum(answer), "length": percentiles(lengths)},
+        "tokens_per_hangul_syllable": tokens_per_syllable(tokenizer, dataset),
+        "truncated_percent": round(100 * truncated / used, 2) if used else 0.0,
+        "useful_token_fraction": {
+            "padded": round(useful_fraction(lengths, args.per_device_train_batch_size, "padded"), 4),
+            "padding_free": 1.0,
+        },
+    }
+    if args.max_length:
+        bins, fill = bfd_fill(lengths, args.max_length)
+        report["useful_token_fraction"]["bfd_bins"] = round(fill, 4)
+        report["bfd_bins"] = bins
+    return report
+
+
+def plot_lengths(lengths: list[int], path: Path, max_length: int | None) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+    ax.hist(lengths, bins=min(50, max(5, len(set(lengths)))), color="#4477aa")
+    if max_length:
+        ax.axvline(max_length, color="#cc3311", linestyle="--", label=f"max_length {max_length}")
+        ax.legend()
+    ax.set_xlabel("tokens per example")
+    ax.set_ylabel("examples")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def format_report(report: dict) -> str:
+    lines = [f"{'source':48s} {'format':22s} {'avail':>7s} {'used':>7s}  dropped"]
+    for sid, s in report["per_source"].items():
+        dropped = ", ".join(f"{k}: {v}" for k, v in s["dropped"].items()) or "-"
+        lines.append(f"{sid[-48:]:48s} {s['format']:22s} {s['available']:7d} {s['used']:7d}  {dropped}")
+    t = report["tokens"]
+    lines += [
+        f"examples: {report['examples']}  (epoch variants: {report['epoch_variants']})",
+        f"tokens: {t['total']} total, {t['answer']} trained; length p50 {t['length']['p50']} p90 {t['length']['p90']} "
+        f"p99 {t['length']['p99']} max {t['length']['max']}",
+        f"tokens per Hangul syllable: {report['tokens_per_hangul_syllable']}",
+        f"truncated: {report['truncated_percent']}%",
+        "useful-token fraction: " + ", ".join(f"{k} {v}" for k, v in report["useful_token_fraction"].items()),
+    ]
+    return "\n".join(lines)
+
+
+def run_data_report(argv: list[str], out_dir: str | None = None) -> int:
+    from kotune.config import load_config
+    from kotune.data.prepare import prepare_sft_data
+    from kotune.models import architecture, load_model_config, load_tokenizer
+    from kotune.prompts import install_template, resolve_format
+
+    cfg = load_config(argv, kind="sft")
+    m = cfg.model
+    arch = architecture(load_model_config(m.model_name_or_path, m.trust_remote_code, m.model_revision))
+    tokenizer = load_tokenizer(m.model_name_or_path, m.trust_remote_code, m.model_revision)
+    install_template(tokenizer, resolve_format(cfg.kotune.prompt_format, arch, m.model_name_or_path, tokenizer))
+    variants, sources, hit = prepare_sft_data(cfg, tokenizer)
+    report = build_report(cfg, tokenizer, variants, sources)
+    report["cache_hit"] = hit
+    out = Path(out_dir or Path("runs") / "data_report" / Path(cfg.source).stem)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "data_report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False))
+    plot_lengths([len(x) for x in variants[0]["input_ids"]], out / "lengths.png", cfg.training.max_length)
+    print(format_report(report))
+    print(f"written: {out / 'data_report.json'}, {out / 'lengths.png'}")
+    return 0
