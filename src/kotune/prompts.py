@@ -111,14 +111,9 @@ def prompt_ids(tokenizer, messages: list[dict]) -> list[int]:
     return tokenizer(render_prompt(tokenizer, messages), add_special_tokens=False)["input_ids"]
 
 
-def encode_conversation(tokenizer, messages: list[dict]) -> tuple[list[int], list[int]]:
-    """(input_ids, labels) for a conversation; only assistant turns (and their EOS) carry labels.
-
-    Each turn is rendered through the chat template; the prompt part up to an assistant turn and that turn's text
-    are tokenized apart and concatenated, so every prompt prefix equals what inference sends.
-    """
-    input_ids: list[int] = []
-    labels: list[int] = []
+def _segments(tokenizer, messages: list[dict]) -> list[tuple[str, bool]]:
+    """The conversation as (text, trained) pieces: the prompt up to each assistant turn, then that turn."""
+    pieces: list[tuple[str, bool]] = []
     rendered = ""
     for i, message in enumerate(messages):
         if message["role"] != "assistant":
@@ -127,13 +122,42 @@ def encode_conversation(tokenizer, messages: list[dict]) -> tuple[list[int], lis
         upto = tokenizer.apply_chat_template(messages[: i + 1], tokenize=False)
         if not before.startswith(rendered) or not upto.startswith(before):
             raise ValueError("chat template is not prefix-stable; kotune cannot mask it turn by turn")
-        context = before[len(rendered):]
-        answer = upto[len(before):]
-        ctx_ids = tokenizer(context, add_special_tokens=False)["input_ids"] if context else []
-        ans_ids = tokenizer(answer, add_special_tokens=False)["input_ids"]
-        if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ans_ids:
-            ans_ids = ans_ids + [tokenizer.eos_token_id]  # a template that forgot EOS: the model must still stop
-        input_ids += ctx_ids + ans_ids
-        labels += [-100] * len(ctx_ids) + ans_ids
+        if len(before) > len(rendered):
+            pieces.append((before[len(rendered):], False))
+        pieces.append((upto[len(before):], True))
         rendered = upto
-    return input_ids, labels
+    return pieces
+
+
+def encode_conversations(tokenizer, conversations: list[list[dict]]) -> list[tuple[list[int], list[int]]]:
+    """(input_ids, labels) per conversation; only assistant turns (and their EOS) carry labels.
+
+    The prompt part up to each assistant turn and that turn's text are tokenized apart and concatenated, so every
+    prompt prefix equals what inference sends. All pieces go to the tokenizer in one batch (fast tokenizers then
+    use every core).
+    """
+    segmented = [_segments(tokenizer, m) for m in conversations]
+    texts = [text for pieces in segmented for text, _ in pieces]
+    ids_flat = tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
+    out, k = [], 0
+    eos = tokenizer.eos_token_id
+    for pieces in segmented:
+        input_ids: list[int] = []
+        labels: list[int] = []
+        for _, trained in pieces:
+            ids = ids_flat[k]
+            k += 1
+            if trained:
+                if eos is not None and eos not in ids:
+                    ids = ids + [eos]  # a template that forgot EOS: the model must still stop
+                labels += ids
+            else:
+                labels += [-100] * len(ids)
+            input_ids += ids
+        out.append((input_ids, labels))
+    return out
+
+
+def encode_conversation(tokenizer, messages: list[dict]) -> tuple[list[int], list[int]]:
+    """(input_ids, labels) for one conversation (see encode_conversations)."""
+    return encode_conversations(tokenizer, [messages])[0]

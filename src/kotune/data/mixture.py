@@ -19,7 +19,7 @@ from datasets import Dataset
 from kotune.config import DatasetMixture
 from kotune.data.sources import SourceRows, load_source
 from kotune.errors import KotuneError
-from kotune.prompts import encode_conversation
+from kotune.prompts import encode_conversations
 
 logger = logging.getLogger(__name__)
 
@@ -56,37 +56,62 @@ def _default_cap(rows: SourceRows) -> int | None:
     return None
 
 
-def _encode(tokenizer, messages: list[dict]) -> tuple[list[int], list[int]]:
-    return encode_conversation(tokenizer, messages)
+def _render(rows: SourceRows, record, key: str, epoch: int):
+    try:
+        return rows.to_messages(record, key, epoch), None
+    except Exception as err:  # a template that cannot render this row
+        return None, f"template error ({type(err).__name__})"
 
 
-def _encode_example(rows: SourceRows, record, key: str, tokenizer, max_length: int | None, overlong: str,
-                    n_variants: int, tries: int) -> tuple[list[tuple[list[int], list[int]]] | None, str | None, int]:
-    """Token ids and labels of one example for each variant (epoch); (None, reason, 0) if it cannot be used."""
-    variants, truncated = [], 0
-    for epoch in range(n_variants if rows.templated else 1):
-        encoded = None
-        for attempt in range(tries if rows.templated else 1):
-            try:
-                messages = rows.to_messages(record, key, epoch + attempt * n_variants)
-            except Exception as err:  # a template that cannot render this row
-                return None, f"template error ({type(err).__name__})", 0
-            ids, labels = _encode(tokenizer, messages)
-            if max_length is None or len(ids) <= max_length:
-                encoded = (ids, labels)
+def _encode_source(rows: SourceRows, picks: list[tuple[int, str]], tokenizer, max_length: int | None,
+                   overlong: str, n_variants: int, tries: int = 8):
+    """Per pick: ([(ids, labels)] * variants, reason, truncated). Batched: one tokenizer call per attempt.
+
+    A KIT-19 example whose drawn template makes it longer than max_length tries other templates before it is
+    dropped; an instruction or chat row has one form only.
+    """
+    n_epochs = n_variants if rows.templated else 1
+    attempts = tries if rows.templated else 1
+    results: list[list] = [[None] * n_epochs for _ in picks]
+    reasons: list[str | None] = [None] * len(picks)
+    truncated = [0] * len(picks)
+    for epoch in range(n_epochs):
+        pending = [i for i in range(len(picks)) if reasons[i] is None]
+        for attempt in range(attempts):
+            if not pending:
                 break
-            if overlong == "truncate":
-                encoded = (ids[:max_length], labels[:max_length])
-                truncated = 1
-                break
-        if encoded is None:
-            return None, "longer than max_length", 0
-        if all(x == -100 for x in encoded[1]):
-            return None, "no answer tokens left after truncation", 0
-        variants.append(encoded)
-    if not rows.templated:
-        variants = variants * n_variants
-    return variants, None, truncated
+            batch, owners = [], []
+            for i in pending:
+                index, key = picks[i]
+                messages, reason = _render(rows, rows.records[index], key, epoch + attempt * n_variants)
+                if reason:
+                    reasons[i] = reason
+                    continue
+                batch.append(messages)
+                owners.append(i)
+            still_long = []
+            for i, (ids, labels) in zip(owners, encode_conversations(tokenizer, batch)):
+                if max_length is None or len(ids) <= max_length:
+                    results[i][epoch] = (ids, labels)
+                elif overlong == "truncate":
+                    results[i][epoch] = (ids[:max_length], labels[:max_length])
+                    truncated[i] = 1
+                else:
+                    still_long.append(i)
+            pending = still_long
+        for i in pending:
+            reasons[i] = "longer than max_length"
+        for i in range(len(picks)):
+            if reasons[i] is None and all(x == -100 for x in results[i][epoch][1]):
+                reasons[i] = "no answer tokens left after truncation"
+    out = []
+    for i in range(len(picks)):
+        if reasons[i]:
+            out.append((None, reasons[i], 0))
+        else:
+            variants = results[i] if rows.templated else results[i] * n_variants
+            out.append((variants, None, truncated[i]))
+    return out
 
 
 def build_sft_variants(mixture: DatasetMixture, tokenizer, max_length: int | None, overlong: str = "drop",
@@ -115,11 +140,12 @@ def build_sft_variants(mixture: DatasetMixture, tokenizer, max_length: int | Non
     for rows, indices, target in zip(loaded, capped, targets):
         seen: Counter = Counter()
         used = truncated = 0
+        picks = []
         for index in sample(indices, target, rng):
-            key = f"{index}:{seen[index]}"
+            picks.append((index, f"{index}:{seen[index]}"))  # repeats of a row get their own key (and template)
             seen[index] += 1
-            variants, reason, cut = _encode_example(rows, rows.records[index], key, tokenizer, max_length, overlong,
-                                                    n_variants, tries=8)
+        for (index, _), (variants, reason, cut) in zip(picks, _encode_source(rows, picks, tokenizer, max_length,
+                                                                             overlong, n_variants)):
             if reason:
                 if strict and reason.startswith("template error"):
                     raise KotuneError(f"dataset '{rows.source.id}', row {index + 1}: {reason}")
