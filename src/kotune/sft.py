@@ -41,12 +41,11 @@ def main(argv: list[str]) -> int:
                                                tokenizer))
 
     # --- data -----------------------------------------------------------------------------------------------
-    from kotune.data.epochs import EpochVariants, SetEpoch
+    from kotune.data.epochs import EpochVariantCollator, SetEpoch, merge_variants
     from kotune.data.prepare import prepare_sft_data
 
     variants, data_report, _ = prepare_sft_data(cfg, tokenizer)
-    train_dataset = variants[0] if len(variants) == 1 else EpochVariants(variants)
-    logger.info("training examples: %d", len(train_dataset))
+    logger.info("training examples: %d", len(variants[0]))
 
     # --- model ----------------------------------------------------------------------------------------------
     from transformers import set_seed
@@ -63,14 +62,21 @@ def main(argv: list[str]) -> int:
     from kotune.safety import NonFiniteLossError, NonFiniteLossGuard, SigtermCheckpoint
 
     mode = packing_mode(cfg.resolved, args)
+    data_collator = collator(tokenizer, mode)
+    callbacks = []
     if mode == "bfd":
-        if isinstance(train_dataset, EpochVariants):
+        if len(variants) > 1:
             logger.warning("packing_strategy=bfd packs one fixed set of bins: KIT-19 templates stay as drawn for "
                            "epoch 0 (use packing: true to draw new templates every epoch)")
-            train_dataset = variants[0]
-        n_examples = len(train_dataset)
-        train_dataset = bfd_pack(train_dataset, args.max_length)
-        log_bfd_step_change(n_examples, len(train_dataset), args)
+        train_dataset = bfd_pack(variants[0], args.max_length)
+        log_bfd_step_change(len(variants[0]), len(train_dataset), args)
+    elif len(variants) > 1:
+        train_dataset = merge_variants(variants)
+        data_collator = EpochVariantCollator(data_collator, len(variants))
+        callbacks.append(SetEpoch(data_collator))
+        args.remove_unused_columns = False  # the collator needs every epoch's columns
+    else:
+        train_dataset = variants[0]
     if mode != "padded":
         disable_cache_for_packing(model)
         logger.info("packing=true: padding-free batches (%s), attention over each example only", mode)
@@ -82,9 +88,8 @@ def main(argv: list[str]) -> int:
         pass
 
     sigterm = SigtermCheckpoint()
-    callbacks = [sigterm] + ([SetEpoch(train_dataset)] if isinstance(train_dataset, EpochVariants) else [])
     trainer = KotuneSFTTrainer(model=model, args=args, train_dataset=train_dataset, processing_class=tokenizer,
-                               data_collator=collator(tokenizer, mode), callbacks=callbacks)
+                               data_collator=data_collator, callbacks=[sigterm, *callbacks])
     write_run_files(cfg, trainer, data_report)
 
     # --- train ----------------------------------------------------------------------------------------------

@@ -143,8 +143,9 @@ def load_source(source: DatasetSource, strict: bool = False, seed: int = 42) -> 
                               f"has {table.column_names} (map yours with columns: {{{absent[0]}: your_column}})")
         result.templated = True
         result.to_messages = _kit19_renderer(task, seed)
-    for index, row in enumerate(table):
-        row = {rename.get(k, k): v for k, v in row.items()}
+    for index, row in enumerate(table.to_list()):  # one Arrow→Python conversion, not one per row
+        if rename:
+            row = {rename.get(k, k): v for k, v in row.items()}
         if task is not None:
             record, reason = row, task.check(row)
         else:
