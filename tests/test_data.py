@@ -128,3 +128,16 @@ def test_csv_and_parquet_sources(tmp_path, tok):
     for name in ("d.csv", "d.parquet"):
         ds, _ = build_sft_dataset(mixture(DatasetSource(id=str(tmp_path / name), format="instruction")), tok, 64)
         assert len(ds) == 2
+
+
+def test_strict_overlong_row_names_file_and_row(tmp_path, tok):
+    path = write_jsonl(tmp_path / "d.jsonl", [GOOD, dict(GOOD, output="긴 답변 " * 200)])
+    with pytest.raises(KotuneError, match=r"d\.jsonl', row 2: longer than max_length"):
+        build_sft_dataset(mixture(DatasetSource(id=str(path), format="instruction")), tok, 64, strict=True)
+
+
+def test_streaming_reads_only_what_it_needs(tmp_path, tok):
+    path = write_jsonl(tmp_path / "big.jsonl", [dict(GOOD, output=f"답{i}") for i in range(50)])
+    src = DatasetSource(id=str(path), format="instruction", streaming=True, max_samples=5)
+    ds, report = build_sft_dataset(mixture(src), tok, max_length=64)
+    assert len(ds) == 5 and report[str(path)]["available"] == 5 and report[str(path)]["requested"] == 5

@@ -43,6 +43,11 @@ class DatasetSource:
         default=1.0, metadata={"help": "Share of the final mixture, relative to the other sources' weights."}
     )
     max_samples: int | None = field(default=None, metadata={"help": "Cap on rows taken from this source."})
+    streaming: bool = field(
+        default=False,
+        metadata={"help": "Read the source lazily (large Hub datasets): only max_samples rows (5,000 for kit19/*, "
+                          "else all) are fetched."},
+    )
 
 
 @dataclass

@@ -147,8 +147,9 @@ def build_sft_variants(mixture: DatasetMixture, tokenizer, max_length: int | Non
         for (index, _), (variants, reason, cut) in zip(picks, _encode_source(rows, picks, tokenizer, max_length,
                                                                              overlong, n_variants)):
             if reason:
-                if strict and reason.startswith("template error"):
-                    raise KotuneError(f"dataset '{rows.source.id}', row {index + 1}: {reason}")
+                if strict:
+                    raise KotuneError(f"dataset '{rows.source.id}', row {index + 1}: {reason} (strict: true; "
+                                      "fix the row, raise max_length, or set strict: false to skip such rows)")
                 rows.dropped[reason] += 1
                 continue
             examples.append(variants)
@@ -157,6 +158,7 @@ def build_sft_variants(mixture: DatasetMixture, tokenizer, max_length: int | Non
         report[rows.source.id] = {
             "format": rows.source.format,
             "weight": rows.source.weight,
+            "requested": target,
             "available": rows.available,
             "used": used,
             "truncated": truncated,

@@ -38,8 +38,23 @@ class SourceRows:
     templated: bool = False
 
 
-def read_rows(source: DatasetSource, subset: str | None = None):
-    """A `datasets.Dataset` of the raw rows. Local files by extension; anything else is a Hub id."""
+def read_rows(source: DatasetSource, subset: str | None = None, limit: int | None = None):
+    """The raw rows as a list of dicts. Local files by extension; anything else is a Hub id.
+
+    With `streaming: true` only the first `limit` rows are read (a large Hub dataset is never downloaded whole).
+    """
+    table = _open(source, subset)
+    if source.streaming:
+        rows = []
+        for row in table:
+            rows.append(row)
+            if limit is not None and len(rows) >= limit:
+                break
+        return rows, list(rows[0]) if rows else []
+    return table.to_list(), table.column_names
+
+
+def _open(source: DatasetSource, subset: str | None):
     import datasets
 
     path = Path(source.id).expanduser()
@@ -50,11 +65,11 @@ def read_rows(source: DatasetSource, subset: str | None = None):
         if builder is None:
             raise KotuneError(f"dataset '{source.id}': unknown file type; use .json, .jsonl, .csv or .parquet")
         try:
-            return datasets.load_dataset(builder, data_files=str(path), split="train")
+            return datasets.load_dataset(builder, data_files=str(path), split="train", streaming=source.streaming)
         except Exception as err:  # datasets wraps parse errors in many types
             raise KotuneError(f"dataset '{source.id}': cannot be read as {builder}: {_first_line(err)}") from None
     try:
-        return datasets.load_dataset(source.id, subset, split=source.split)
+        return datasets.load_dataset(source.id, subset, split=source.split, streaming=source.streaming)
     except Exception as err:
         raise KotuneError(f"dataset '{source.id}': not a local file and not loadable from the Hub "
                           f"({_first_line(err)})") from None
@@ -121,29 +136,29 @@ def load_source(source: DatasetSource, strict: bool = False, seed: int = 42) -> 
     """Records of one source; bad rows counted by reason (or raised, with `strict`)."""
     task = None
     if source.format.startswith("kit19/"):
-        from kotune.data.kit19 import load_task
+        from kotune.data.kit19 import DEFAULT_CAP, load_task
 
         task = load_task(source.format.split("/", 1)[1])
         subset = task.source.get("subset") if source.id == task.source.get("hub_id") else None
-        table = read_rows(source, subset)
+        table, columns = read_rows(source, subset, limit=source.max_samples or DEFAULT_CAP)
     elif source.format in CONVERTERS:
-        table = read_rows(source)
+        table, columns = read_rows(source, limit=source.max_samples)
     else:
         raise KotuneError(f"dataset '{source.id}': format '{source.format}' is not supported by this stage")
     rename = {theirs: ours for ours, theirs in source.columns.items()}
-    missing = [theirs for theirs in rename if theirs not in table.column_names]
+    missing = [theirs for theirs in rename if theirs not in columns]
     if missing:
         raise KotuneError(f"dataset '{source.id}': columns {missing} (from 'columns') not found; "
-                          f"the file has {table.column_names}")
+                          f"the file has {columns}")
     result = SourceRows(source=source, records=[], available=len(table))
     if task is not None:
-        absent = [f for f in task.fields if f not in table.column_names and f not in rename.values()]
+        absent = [f for f in task.fields if f not in columns and f not in rename.values()]
         if absent:
             raise KotuneError(f"dataset '{source.id}': KIT-19 task '{task.name}' needs columns {absent}; the file "
-                              f"has {table.column_names} (map yours with columns: {{{absent[0]}: your_column}})")
+                              f"has {columns} (map yours with columns: {{{absent[0]}: your_column}})")
         result.templated = True
         result.to_messages = _kit19_renderer(task, seed)
-    for index, row in enumerate(table.to_list()):  # one Arrow→Python conversion, not one per row
+    for index, row in enumerate(table):
         if rename:
             row = {rename.get(k, k): v for k, v in row.items()}
         if task is not None:
