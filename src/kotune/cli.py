@@ -1,4 +1,4 @@
-"""`kotune` command line: `kotune sft CONFIG [--key=value ...]`, `kotune data CONFIG`, `kotune demo`,
+"""`kotune` command line: `kotune sft|dpo CONFIG [--key=value ...]`, `kotune data CONFIG`, `kotune demo`,
 `kotune chat RUN_DIR`."""
 
 from __future__ import annotations
@@ -9,16 +9,18 @@ import sys
 from kotune.errors import user_errors_exit
 
 
-def _sft(rest: list[str]) -> int:
+def _train(kind: str, rest: list[str]) -> int:
     if not rest or rest[0] in ("-h", "--help"):
         from kotune.config import field_help
 
-        print("usage: kotune sft CONFIG.yaml [--key=value ...]\n\nAccepted keys (YAML or --key=value):")
-        for name, text in field_help("sft"):
+        print(f"usage: kotune {kind} CONFIG.yaml [--key=value ...]\n\nAccepted keys (YAML or --key=value):")
+        for name, text in field_help(kind):
             print(f"  {name:38s} {text.splitlines()[0] if text else ''}"[:160])
         return 0
-    from kotune.sft import main
-
+    if kind == "dpo":
+        from kotune.dpo import main
+    else:
+        from kotune.sft import main
     return main(rest)
 
 
@@ -43,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="kotune", description="Fine-tune Korean instruction-following LLMs.")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("sft", help="supervised fine-tuning: kotune sft CONFIG.yaml [--key=value ...]", add_help=False)
+    sub.add_parser("dpo", help="preference training: kotune dpo CONFIG.yaml [--key=value ...]", add_help=False)
     data = sub.add_parser("data", help="report what a config trains on: counts, lengths, drops, packing efficiency",
                           add_help=False)
     data.add_argument("rest", nargs=argparse.REMAINDER)
@@ -52,9 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     chat.add_argument("--prompt", help="answer this one prompt and exit")
     chat.add_argument("--max_new_tokens", type=int, default=128)
 
-    if argv and argv[0] == "sft":
+    if argv and argv[0] in ("sft", "dpo"):
         with user_errors_exit():
-            return _sft(argv[1:])
+            return _train(argv[0], argv[1:])
     if argv and argv[0] == "data":
         rest = argv[1:]
         if not rest or rest[0] in ("-h", "--help"):

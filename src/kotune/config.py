@@ -77,6 +77,10 @@ class KotuneArguments:
         metadata={"help": "Rows longer than max_length: drop them (counted) or cut the answer (EOS is then lost)."},
     )
     strict: bool = field(default=False, metadata={"help": "Raise on the first bad data row instead of skipping it."})
+    max_prompt_length: int | None = field(
+        default=None,
+        metadata={"help": "DPO: drop (and count) rows whose prompt is longer than this many tokens."},
+    )
     data_cache: bool = field(
         default=True, metadata={"help": "Reuse preprocessed data from $KOTUNE_CACHE_DIR (~/.cache/kotune/data)."}
     )
@@ -507,8 +511,14 @@ def _cross_check(user: dict, model: dict, train: dict, kind: str, problems: list
         if stage == 3 and model.get("load_in_8bit"):
             problems.append("load_in_8bit cannot be combined with ZeRO-3: use load_in_4bit with "
                             "bnb_4bit_quant_storage equal to dtype, or ZeRO-2")
-    if kind == "sft" and train.get("max_length") is not None and train["max_length"] < 8:
+    if train.get("max_length") is not None and train["max_length"] < 8:
         problems.append("max_length: must be at least 8 tokens")
+    if kind == "sft" and user.get("max_prompt_length") is not None:
+        problems.append("max_prompt_length: only used by DPO (train/dpo.py); for SFT, max_length bounds the row")
+    mpl = user.get("max_prompt_length")
+    if kind == "dpo" and isinstance(mpl, int) and train.get("max_length") and mpl >= train["max_length"]:
+        problems.append(f"max_prompt_length ({mpl}) must be smaller than max_length ({train['max_length']}), "
+                        "or no answer token fits")
 
 
 def _deepspeed_stage(ds: Any, problems: list[str]) -> int | None:

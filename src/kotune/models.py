@@ -111,6 +111,16 @@ def disable_cpu_bf16_repack(model) -> int:
 
 def load_model(model_args, training_args, tokenizer, deepspeed_stage: int | None = None):
     """The base model, quantized if asked, with LoRA attached when `use_peft` is set."""
+    model = load_base(model_args.model_name_or_path, model_args, training_args, tokenizer, deepspeed_stage)
+    if not model_args.use_peft:
+        if training_args.gradient_checkpointing:
+            model.config.use_cache = False
+        return model
+    return attach_lora(model, model_args, training_args)
+
+
+def load_base(path: str, model_args, training_args, tokenizer, deepspeed_stage: int | None = None):
+    """Weights from `path`, quantized per `model_args`, with the CPU 4-bit fix and the tokenizer's special tokens."""
     from transformers import AutoModelForCausalLM
 
     quant = quantization_config(model_args)
@@ -126,9 +136,9 @@ def load_model(model_args, training_args, tokenizer, deepspeed_stage: int | None
         if deepspeed_stage != 3:  # peft#1550: ZeRO-3 places the shards itself
             kwargs["device_map"] = {"": _local_device(training_args)}
     try:
-        model = AutoModelForCausalLM.from_pretrained(model_args.model_name_or_path, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     except (OSError, ValueError) as err:
-        raise _hub_error(model_args.model_name_or_path, err) from None
+        raise _hub_error(path, err) from None
 
     if not torch.cuda.is_available() and model_args.load_in_4bit:
         n = disable_cpu_bf16_repack(model)
@@ -139,26 +149,29 @@ def load_model(model_args, training_args, tokenizer, deepspeed_stage: int | None
         model.resize_token_embeddings(len(tokenizer))
         logger.info("resized embeddings to %d for the added pad token", len(tokenizer))
     sync_special_tokens(model, tokenizer)
-
-    if not model_args.use_peft:
-        if training_args.gradient_checkpointing:
-            model.config.use_cache = False
-        return model
-    return attach_lora(model, model_args, training_args)
+    return model
 
 
-def attach_lora(model, model_args, training_args):
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+def prepare_for_adapters(model, model_args, training_args):
+    """What a base needs before a trainable adapter goes on it (k-bit casting, checkpointing inputs)."""
+    from peft import prepare_model_for_kbit_training
 
-    arch = architecture(model.config)
     if model_args.load_in_4bit or model_args.load_in_8bit:
-        model = prepare_model_for_kbit_training(
+        return prepare_model_for_kbit_training(
             model,
             use_gradient_checkpointing=training_args.gradient_checkpointing,
             gradient_checkpointing_kwargs=training_args.gradient_checkpointing_kwargs,
         )
-    elif training_args.gradient_checkpointing:
+    if training_args.gradient_checkpointing:
         model.enable_input_require_grads()  # checkpointed blocks need an input that requires grad under LoRA
+    return model
+
+
+def attach_lora(model, model_args, training_args):
+    from peft import LoraConfig, get_peft_model
+
+    arch = architecture(model.config)
+    model = prepare_for_adapters(model, model_args, training_args)
     targets = lora_targets(arch, model_args.lora_target_modules)
     lora = LoraConfig(
         r=model_args.lora_r,

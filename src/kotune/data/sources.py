@@ -129,7 +129,49 @@ def chat_to_messages(row: dict) -> tuple[list[dict] | None, str | None]:
     return out, None
 
 
-CONVERTERS = {"instruction": instruction_to_messages, "chat": chat_to_messages}
+def _turns(value, name: str) -> tuple[list[dict] | None, str | None]:
+    """A prompt or answer given as text or as a message list."""
+    if isinstance(value, str):
+        if not value.strip():
+            return None, f"empty {name}"
+        if "\ufffd" in value:
+            return None, f"{name} has undecodable bytes"
+        role = "user" if name == "prompt" else "assistant"
+        return [{"role": role, "content": value.strip()}], None
+    if isinstance(value, list) and value:
+        messages, reason = chat_to_messages({"messages": value + ([{"role": "assistant", "content": "x"}]
+                                                                  if name == "prompt" else [])})
+        if reason and reason != "no assistant turn":
+            return None, f"{name}: {reason}"
+        return (messages[:-1] if name == "prompt" else messages), None
+    return None, (f"missing {name}" if value is None else f"{name} is not text or messages")
+
+
+def preference_to_record(row: dict) -> tuple[dict | None, str | None]:
+    """`{prompt, chosen, rejected}` as strings or message lists → {prompt: messages, chosen: text, rejected: text}.
+
+    A chosen/rejected message list may repeat the prompt (as in ultrafeedback_binarized); its last assistant turn
+    is the answer.
+    """
+    prompt, bad = _turns(row.get("prompt"), "prompt")
+    if bad:
+        return None, bad
+    if prompt[-1]["role"] != "user":
+        return None, "prompt does not end with a user turn"
+    answers = {}
+    for name in ("chosen", "rejected"):
+        turns, bad = _turns(row.get(name), name)
+        if bad:
+            return None, bad
+        if turns[-1]["role"] != "assistant":
+            return None, f"{name} does not end with an assistant turn"
+        answers[name] = turns[-1]["content"]
+    if answers["chosen"] == answers["rejected"]:
+        return None, "chosen equals rejected"
+    return {"prompt": prompt, **answers}, None
+
+
+CONVERTERS = {"instruction": instruction_to_messages, "chat": chat_to_messages, "preference": preference_to_record}
 
 
 def load_source(source: DatasetSource, strict: bool = False, seed: int = 42) -> SourceRows:

@@ -1,0 +1,91 @@
+"""Direct preference optimization (the body of `train/dpo.py` and `kotune dpo`).
+
+    python train/dpo.py configs/dpo/polyglot-ko-tiny-demo.yaml [--key=value ...]
+    accelerate launch train/dpo.py CONFIG.yaml [--key=value ...]
+
+Sections run in a fixed order: logging, config, tokenizer, data, model, trainer, train, save.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from kotune.errors import KotuneError
+
+logger = logging.getLogger("kotune.dpo")
+
+
+def main(argv: list[str]) -> int:
+    # --- logging --------------------------------------------------------------------------------------------
+    from kotune.run import finish, preflight, setup_logging, write_run_files
+
+    setup_logging()
+
+    # --- config ---------------------------------------------------------------------------------------------
+    from kotune.config import load_config
+
+    cfg = load_config(argv, kind="dpo")
+    args, model_args = cfg.training, cfg.model
+    resume = preflight(cfg)
+
+    # --- tokenizer and prompt format (an SFT output dir brings its own chat template) -------------------------
+    from kotune.dpo_models import adapter_base
+    from kotune.models import architecture, load_model_config, load_tokenizer
+    from kotune.prompts import install_template, resolve_format
+
+    path = model_args.model_name_or_path
+    base_config = load_model_config(adapter_base(path) or path, model_args.trust_remote_code,
+                                    model_args.model_revision)
+    tokenizer = load_tokenizer(path, model_args.trust_remote_code, model_args.model_revision)
+    install_template(tokenizer, resolve_format(cfg.kotune.prompt_format, architecture(base_config), path, tokenizer))
+
+    # --- data -----------------------------------------------------------------------------------------------
+    from kotune.data.preference import build_preference_dataset
+
+    with args.main_process_first(desc="preparing preference data"):
+        train_dataset, data_report = build_preference_dataset(
+            cfg.kotune.dataset_mixture, tokenizer, args.max_length, cfg.kotune.max_prompt_length, cfg.kotune.strict)
+    logger.info("preference pairs: %d", len(train_dataset))
+
+    # --- model and reference --------------------------------------------------------------------------------
+    from transformers import set_seed
+
+    from kotune.dpo_models import load_policy_and_reference
+
+    set_seed(args.seed)
+    model, ref_model = load_policy_and_reference(model_args, args, tokenizer)
+
+    # --- trainer --------------------------------------------------------------------------------------------
+    from trl import DPOTrainer
+
+    from kotune.safety import NonFiniteLossError, NonFiniteLossGuard, SigtermCheckpoint
+
+    class KotuneDPOTrainer(NonFiniteLossGuard, DPOTrainer):
+        def _prepare_dataset(self, dataset, *rest, **kwargs):
+            # kotune tokenized prompt and answers apart, as SFT did; TRL would re-tokenize them joined.
+            if {"prompt_ids", "chosen_ids", "rejected_ids"} <= set(dataset.column_names):
+                return dataset
+            return super()._prepare_dataset(dataset, *rest, **kwargs)
+
+    sigterm = SigtermCheckpoint()
+    trainer = KotuneDPOTrainer(model=model, ref_model=ref_model, args=args, train_dataset=train_dataset,
+                               processing_class=tokenizer, callbacks=[sigterm])
+    write_run_files(cfg, trainer, data_report)
+
+    # --- train ----------------------------------------------------------------------------------------------
+    try:
+        result = trainer.train(resume_from_checkpoint=resume)
+    except NonFiniteLossError as err:
+        raise KotuneError(str(err)) from None
+    finally:
+        sigterm.restore()
+    if sigterm.received:
+        logger.warning("stopped by SIGTERM; checkpoint saved in %s. Resume with --resume_from_checkpoint=true",
+                       args.output_dir)
+        return 143
+
+    # --- save -----------------------------------------------------------------------------------------------
+    if getattr(trainer.model, "peft_config", None) and "ref" in trainer.model.peft_config:
+        trainer.model.delete_adapter("ref")  # the frozen reference is the SFT adapter, already on disk
+    finish(trainer, result)
+    return 0
