@@ -1,0 +1,214 @@
+"""DPO on the real train/dpo.py: an honest preference experiment, the reference model choices, data handling."""
+
+from __future__ import annotations
+
+import difflib
+import json
+import random
+
+import pytest
+import torch
+
+from conftest import REPO, base_config, run_sft_inprocess, write_config
+
+PREFS = [json.loads(line) for line in
+         (REPO / "src/kotune/data/sample/preference.jsonl").read_text(encoding="utf-8").splitlines()]
+DPO = REPO / "train" / "dpo.py"
+
+
+def run_dpo(config_path, *overrides) -> int:
+    import runpy
+    import sys
+
+    argv = sys.argv
+    sys.argv = [str(DPO), str(config_path), *overrides]
+    try:
+        runpy.run_path(str(DPO), run_name="__main__")
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    finally:
+        sys.argv = argv
+    return 0
+
+
+def write_jsonl(path, rows):
+    path.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n", encoding="utf-8")
+    return path
+
+
+def dpo_config(model_dir, out, data, **extra):
+    cfg = base_config(model_dir, out, dataset_mixture={"datasets": [{"id": str(data), "format": "preference"}]},
+                      max_length=128, max_prompt_length=64, learning_rate=5.0e-4, per_device_train_batch_size=4,
+                      lora_r=64, lora_alpha=128, beta=0.1, logging_steps=1)
+    cfg.update(extra)
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def experiment(tmp_path_factory):
+    """SFT a tiny model on both styles of every answer, then DPO towards polite (and, as a control, casual)."""
+    from kotune.tiny import tiny_base
+
+    root = tmp_path_factory.mktemp("dpo")
+    order = list(range(len(PREFS)))
+    random.Random(0).shuffle(order)
+    held = [PREFS[i] for i in order[:12]]
+    train = [PREFS[i] for i in order[12:]]
+    base = tiny_base("gpt_neox", root / "base", hidden=128, layers=2, seed=0, init_std=0.2)
+    sft_rows = [{"instruction": r["prompt"], "output": y} for r in PREFS for y in (r["chosen"], r["rejected"])]
+    sft_cfg = base_config(base, root / "sft", prompt_format="koquality", lora_r=64, lora_alpha=128,
+                          dataset_mixture={"datasets": [{"id": str(write_jsonl(root / "sft.jsonl", sft_rows)),
+                                                         "format": "instruction"}]},
+                          num_train_epochs=15, per_device_train_batch_size=8, lr_scheduler_type="cosine", seed=0)
+    sft_cfg.pop("max_steps")
+    assert run_sft_inprocess(write_config(root / "sft.yaml", sft_cfg)) == 0
+    runs = {}
+    for name, rows in (("dpo", train), ("swapped", [dict(r, chosen=r["rejected"], rejected=r["chosen"])
+                                                    for r in train])):
+        cfg = dpo_config(root / "sft", root / name, write_jsonl(root / f"{name}.jsonl", rows), num_train_epochs=3,
+                         seed=0)
+        cfg.pop("max_steps")
+        assert run_dpo(write_config(root / f"{name}.yaml", cfg)) == 0
+        runs[name] = root / name
+    return {"root": root, "held": held, "sft": root / "sft", **runs}
+
+
+def _logp(model, tok, prompt, answer):
+    from kotune.prompts import encode_conversation
+
+    ids, labels = encode_conversation(tok, [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}])
+    x, y = torch.tensor([ids]), torch.tensor([labels])
+    with torch.no_grad():
+        logits = model(input_ids=x).logits[:, :-1].float()
+    lp = torch.log_softmax(logits, -1).gather(-1, x[:, 1:, None])[..., 0]
+    return float((lp * (y[:, 1:] != -100)).sum())
+
+
+def _measure(run_dir, ref, held, beta=0.1):
+    """Implied-reward accuracy and margin against the SFT reference, polite share and correctness of greedy answers."""
+    from kotune.generate import answer, load_for_inference
+
+    model, tok = load_for_inference(run_dir)
+    margins, polite, correct = [], 0, []
+    for r in held:
+        chosen = _logp(model, tok, r["prompt"], r["chosen"]) - _logp(*ref, r["prompt"], r["chosen"])
+        rejected = _logp(model, tok, r["prompt"], r["rejected"]) - _logp(*ref, r["prompt"], r["rejected"])
+        margins.append(beta * (chosen - rejected))
+        out = answer(model, tok, r["prompt"], max_new_tokens=60)
+        polite += "니다" in out
+        correct.append(max(difflib.SequenceMatcher(None, out, y).ratio() for y in (r["chosen"], r["rejected"])))
+    return {"accuracy": sum(m > 0 for m in margins) / len(margins), "margin": sum(margins) / len(margins),
+            "polite": polite / len(held), "correct": sum(correct) / len(correct)}
+
+
+def test_dpo_moves_held_out_preferences_and_the_control_moves_back(experiment):
+    from kotune.generate import load_for_inference
+
+    ref = load_for_inference(experiment["sft"])
+    held = experiment["held"]  # prompts DPO never saw (SFT saw them, in both styles)
+    before = _measure(experiment["sft"], ref, held)
+    after = _measure(experiment["dpo"], ref, held)
+    control = _measure(experiment["swapped"], ref, held)
+    assert before["margin"] == pytest.approx(0.0, abs=1e-6)
+    # 1. reward accuracy and mean margin rise
+    assert after["accuracy"] >= 0.75 and after["margin"] > 0.1, after
+    # 2. greedy outputs shift to the chosen (polite) style
+    assert after["polite"] >= before["polite"] + 0.3, (before, after)
+    # 3. answers stay correct: mean best-match similarity to a reference answer drops by at most 0.1
+    #    (about one answer in twelve cut short; DPO's known pull towards shorter answers)
+    assert after["correct"] >= before["correct"] - 0.1, (before, after)
+    # 4. the swapped control moves the other way
+    assert control["margin"] < -0.1 and control["accuracy"] <= 0.25, control
+    assert control["polite"] <= before["polite"], (before, control)
+
+
+def test_dpo_output_is_a_reloadable_adapter_without_the_reference(experiment):
+    from peft import PeftModel
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    out, sft = experiment["dpo"], experiment["sft"]
+    assert not (out / "ref").exists()
+    trained, start = load_file(out / "adapter_model.safetensors"), load_file(sft / "adapter_model.safetensors")
+    assert trained.keys() == start.keys()
+    assert any(not torch.equal(trained[k], start[k]) for k in trained)  # parameters changed
+    base = json.loads((out / "adapter_config.json").read_text())["base_model_name_or_path"]
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), out)
+    assert list(model.peft_config) == ["default"]
+    assert (out / "chat_template.jinja").read_text() == (sft / "chat_template.jinja").read_text()  # same format
+    state = json.loads((out / "trainer_state.json").read_text())
+    first = next(h for h in state["log_history"] if "loss" in h)
+    assert first["loss"] == pytest.approx(0.6931, abs=0.02)  # the reference is the SFT adapter: log(2) at the start
+
+
+def test_prompt_ids_match_sft_inference(experiment):
+    """DPO trains on exactly the prompt ids SFT inference sends."""
+    from kotune.config import DatasetMixture, DatasetSource
+    from kotune.data.preference import build_preference_dataset
+    from kotune.models import load_tokenizer
+    from kotune.prompts import prompt_ids
+
+    tok = load_tokenizer(str(experiment["sft"]))
+    data = experiment["root"] / "dpo.jsonl"
+    ds, _ = build_preference_dataset(DatasetMixture(datasets=[DatasetSource(id=str(data), format="preference")]),
+                                     tok, 128, 64)
+    rows = {tuple(prompt_ids(tok, [{"role": "user", "content": json.loads(line)["prompt"]}]))
+            for line in data.read_text(encoding="utf-8").splitlines()}
+    assert {tuple(p) for p in ds["prompt_ids"]} == rows
+    assert all(c[-1] == tok.eos_token_id and r[-1] == tok.eos_token_id for c, r in zip(ds["chosen_ids"],
+                                                                                      ds["rejected_ids"]))
+
+
+def test_preference_rows_dropped_by_reason(tmp_path, tiny_bases):
+    from kotune.config import DatasetMixture, DatasetSource
+    from kotune.data.preference import build_preference_dataset
+    from kotune.models import load_tokenizer
+    from kotune.prompts import install_template
+
+    tok = load_tokenizer(str(tiny_bases["gpt_neox"]))
+    install_template(tok, "komt")
+    good = PREFS[0]
+    rows = [good,
+            dict(good, chosen=""),
+            dict(good, rejected=good["chosen"]),
+            dict(good, prompt="아주 긴 질문입니다. " * 40),
+            {"question": "메시지 형식은요?", "chosen": [{"role": "user", "content": "메시지 형식은요?"},
+                                                   {"role": "assistant", "content": "지원합니다."}],
+             "rejected": [{"role": "user", "content": "메시지 형식은요?"}, {"role": "assistant", "content": "지원해."}]}]
+    path = write_jsonl(tmp_path / "p.jsonl", rows)
+    src = DatasetSource(id=str(path), format="preference", columns={"prompt": "question"})
+    ds, report = build_preference_dataset(DatasetMixture(datasets=[src]), tok, max_length=256, max_prompt_length=64)
+    # the renamed column: rows 1-4 have 'prompt' but not 'question', so only the message-list row keeps a prompt
+    assert len(ds) == 1
+    src2 = DatasetSource(id=str(path), format="preference")
+    ds2, report2 = build_preference_dataset(DatasetMixture(datasets=[src2]), tok, max_length=256, max_prompt_length=64)
+    assert len(ds2) == 1
+    assert report2[str(path)]["dropped"] == {"empty chosen": 1, "chosen equals rejected": 1,
+                                             "prompt longer than max_prompt_length": 1, "missing prompt": 1}
+
+
+@pytest.mark.parametrize("variant", ["qlora4", "lora8", "full", "new_adapter_precompute"])
+def test_dpo_variants_train(variant, tiny_bases, tmp_path):
+    """4-bit and 8-bit QLoRA, full DPO against a frozen copy, and a new adapter with precomputed reference."""
+    data = write_jsonl(tmp_path / "p.jsonl", PREFS[:16])
+    extra = {"qlora4": {"load_in_4bit": True}, "lora8": {"load_in_8bit": True},
+             "full": {"use_peft": False, "learning_rate": 1.0e-4},
+             "new_adapter_precompute": {"precompute_ref_log_probs": True}}[variant]
+    out = tmp_path / "out"
+    cfg = dpo_config(tiny_bases["llama"], out, data, max_steps=3, **extra)
+    assert run_dpo(write_config(tmp_path / "c.yaml", cfg)) == 0
+    state = json.loads((out / "trainer_state.json").read_text())
+    assert state["global_step"] == 3
+    losses = [h["loss"] for h in state["log_history"] if "loss" in h]
+    assert all(map(torch.isfinite, torch.tensor(losses)))
+    assert (out / ("model.safetensors" if variant == "full" else "adapter_model.safetensors")).is_file()
+
+
+def test_dpo_refuses_non_preference_data(tmp_path, tiny_bases, capsys):
+    from conftest import SAMPLE
+
+    cfg = dpo_config(tiny_bases["gpt_neox"], tmp_path / "out", SAMPLE, max_steps=1)
+    cfg["dataset_mixture"]["datasets"][0]["format"] = "instruction"
+    assert run_dpo(write_config(tmp_path / "c.yaml", cfg)) == 2
+    assert "DPO needs format: preference" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
