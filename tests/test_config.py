@@ -112,6 +112,30 @@ def test_shipped_sft_configs_validate(path: Path):
     assert cfg.training.output_dir and cfg.kotune.dataset_mixture.datasets
 
 
+SHIPPED_DPO = sorted((REPO / "configs" / "dpo").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", SHIPPED_DPO, ids=lambda p: p.name)
+def test_shipped_dpo_configs_validate(path: Path):
+    text = path.read_text(encoding="utf-8")
+    assert text.startswith("#") and "train/dpo.py" in "".join(text.splitlines()[1:4])
+    cfg = build_config(yaml.safe_load(text), kind="dpo", source=str(path), check_paths=False)
+    assert cfg.kotune.max_prompt_length and cfg.training.beta == 0.1
+    assert all(s.format == "preference" for s in cfg.kotune.dataset_mixture.datasets)
+
+
+def test_dpo_recipes_include_komt_and_polyglot():
+    names = {p.name for p in SHIPPED_DPO}
+    assert {"komt-mistral-7b-dpo.yaml", "polyglot-ko-5.8b-dpo.yaml"} <= names
+    komt = yaml.safe_load((REPO / "configs/dpo/komt-mistral-7b-dpo.yaml").read_text())
+    assert komt["dataset_mixture"]["datasets"][0]["id"] == "maywell/ko_Ultrafeedback_binarized"
+
+
+def test_max_prompt_length_is_dpo_only(tmp_path, tiny_bases):
+    raw = base_config(tiny_bases["gpt_neox"], tmp_path / "out", max_prompt_length=64)
+    assert any("only used by DPO" in p for p in problems_of(raw))
+
+
 def test_demo_config_matches_the_contract_name():
     assert list((REPO / "configs" / "sft").glob("*demo*.yaml"))
 

@@ -51,7 +51,7 @@ def test_accelerate_cpu_flag_form_trains(tiny_bases, tmp_path):
 
 
 def test_demo_runs_offline_and_answers(tmp_path):
-    """`kotune demo` from a copy of the checkout: builds the base, trains through train/sft.py, answers."""
+    """`kotune demo` from a copy of the checkout: builds the base, SFT then DPO through the entry points, answers."""
     root = tmp_path / "checkout"
     for part in ("train", "configs", "src"):
         shutil.copytree(REPO / part, root / part, ignore=shutil.ignore_patterns("__pycache__"))
@@ -62,4 +62,8 @@ def test_demo_runs_offline_and_answers(tmp_path):
     assert "서울" in answer  # the tiny model memorized the bundled sample
     for name in ("adapter_model.safetensors", "loss.png", "chat_template.jinja", "run_info.json"):
         assert (root / "runs/demo/sft" / name).is_file(), name
+        assert (root / "runs/demo/dpo" / name).is_file(), name
+    sft = [line.split("SFT:")[1] for line in proc.stdout.splitlines() if "SFT:" in line]
+    dpo = [line.split("DPO:")[1] for line in proc.stdout.splitlines() if "DPO:" in line]
+    assert len(dpo) == 4 and sum("니다" in a for a in dpo) > sum("니다" in a for a in sft)  # DPO made it polite
     assert list((root / "runs/demo/sft/runs").rglob("events.out.tfevents*")), "TensorBoard logs"
