@@ -172,6 +172,7 @@ def test_preference_rows_dropped_by_reason(tmp_path, tiny_bases):
             dict(good, chosen=""),
             dict(good, rejected=good["chosen"]),
             dict(good, prompt="아주 긴 질문입니다. " * 40),
+            dict(good, chosen="아주 긴 답변입니다. " * 80),
             {"question": "메시지 형식은요?", "chosen": [{"role": "user", "content": "메시지 형식은요?"},
                                                    {"role": "assistant", "content": "지원합니다."}],
              "rejected": [{"role": "user", "content": "메시지 형식은요?"}, {"role": "assistant", "content": "지원해."}]}]
@@ -184,7 +185,8 @@ def test_preference_rows_dropped_by_reason(tmp_path, tiny_bases):
     ds2, report2 = build_preference_dataset(DatasetMixture(datasets=[src2]), tok, max_length=256, max_prompt_length=64)
     assert len(ds2) == 1
     assert report2[str(path)]["dropped"] == {"empty chosen": 1, "chosen equals rejected": 1,
-                                             "prompt longer than max_prompt_length": 1, "missing prompt": 1}
+                                             "prompt longer than max_prompt_length": 1, "missing prompt": 1,
+                                             "longer than max_length": 1}
 
 
 @pytest.mark.parametrize("variant", ["qlora4", "lora8", "full", "new_adapter_precompute"])
@@ -212,3 +214,23 @@ def test_dpo_refuses_non_preference_data(tmp_path, tiny_bases, capsys):
     assert run_dpo(write_config(tmp_path / "c.yaml", cfg)) == 2
     assert "DPO needs format: preference" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_dpo_with_accelerate_two_processes(experiment, tmp_path):
+    """`accelerate launch train/dpo.py` from the SFT adapter, two CPU processes."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from conftest import subprocess_env
+
+    out = tmp_path / "out"
+    cfg = dpo_config(experiment["sft"], out, experiment["root"] / "dpo.jsonl", max_steps=2)
+    accelerate = str(Path(sys.executable).with_name("accelerate"))
+    proc = subprocess.run([accelerate, "launch", "--config_file", str(REPO / "configs/accelerate/cpu_2proc.yaml"),
+                           str(DPO), str(write_config(tmp_path / "c.yaml", cfg))], env=subprocess_env(),
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert json.loads((out / "run_info.json").read_text())["world_size"] == 2
+    assert json.loads((out / "trainer_state.json").read_text())["global_step"] == 2
+    assert (out / "adapter_model.safetensors").is_file() and not (out / "ref").exists()

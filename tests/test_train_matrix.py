@@ -65,3 +65,12 @@ def test_sft_trains_and_reloads(arch, method, tiny_bases, tmp_path):
     ids = tok(prompt, add_special_tokens=False, return_tensors="pt")
     gen_ids = model.generate(**ids, max_new_tokens=4, do_sample=False, pad_token_id=tok.pad_token_id)
     assert gen_ids.shape[1] > ids["input_ids"].shape[1]
+
+
+@pytest.mark.parametrize("arch,method", [("gpt_neox", "lora"), ("llama", "qlora4"), ("mistral", "full")])
+def test_gradient_checkpointing_trains(arch, method, tiny_bases, tmp_path):
+    out = tmp_path / "out"
+    cfg = base_config(tiny_bases[arch], out, max_steps=4, gradient_checkpointing=True, **METHODS[method])
+    assert run_sft_inprocess(write_config(tmp_path / "c.yaml", cfg)) == 0
+    curve = losses(out)
+    assert len(curve) == 4 and curve[-1] < curve[0], curve

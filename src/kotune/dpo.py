@@ -15,6 +15,22 @@ from kotune.errors import KotuneError
 logger = logging.getLogger("kotune.dpo")
 
 
+def dpo_trainer_class():
+    """TRL's DPOTrainer plus the NaN guard, taking kotune's pre-tokenized pairs as they are."""
+    from trl import DPOTrainer
+
+    from kotune.safety import NonFiniteLossGuard
+
+    class KotuneDPOTrainer(NonFiniteLossGuard, DPOTrainer):
+        def _prepare_dataset(self, dataset, *rest, **kwargs):
+            # kotune tokenized prompt and answers apart, as SFT did; TRL would re-tokenize them joined.
+            if {"prompt_ids", "chosen_ids", "rejected_ids"} <= set(dataset.column_names):
+                return dataset
+            return super()._prepare_dataset(dataset, *rest, **kwargs)
+
+    return KotuneDPOTrainer
+
+
 def main(argv: list[str]) -> int:
     # --- logging --------------------------------------------------------------------------------------------
     from kotune.run import finish, preflight, setup_logging, write_run_files
@@ -56,19 +72,10 @@ def main(argv: list[str]) -> int:
     model, ref_model = load_policy_and_reference(model_args, args, tokenizer)
 
     # --- trainer --------------------------------------------------------------------------------------------
-    from trl import DPOTrainer
-
-    from kotune.safety import NonFiniteLossError, NonFiniteLossGuard, SigtermCheckpoint
-
-    class KotuneDPOTrainer(NonFiniteLossGuard, DPOTrainer):
-        def _prepare_dataset(self, dataset, *rest, **kwargs):
-            # kotune tokenized prompt and answers apart, as SFT did; TRL would re-tokenize them joined.
-            if {"prompt_ids", "chosen_ids", "rejected_ids"} <= set(dataset.column_names):
-                return dataset
-            return super()._prepare_dataset(dataset, *rest, **kwargs)
+    from kotune.safety import NonFiniteLossError, SigtermCheckpoint
 
     sigterm = SigtermCheckpoint()
-    trainer = KotuneDPOTrainer(model=model, ref_model=ref_model, args=args, train_dataset=train_dataset,
+    trainer = dpo_trainer_class()(model=model, ref_model=ref_model, args=args, train_dataset=train_dataset,
                                processing_class=tokenizer, callbacks=[sigterm])
     write_run_files(cfg, trainer, data_report)
 
