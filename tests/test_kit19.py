@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 from conftest import REPO, base_config, run_sft_inprocess, subprocess_env, write_config
 from kotune.config import DatasetMixture, DatasetSource
@@ -149,7 +148,7 @@ def test_all_20_slots_train_and_the_report_shows_every_task(tiny_bases, tmp_path
 
 def test_trainer_serves_a_new_variant_each_epoch(tiny_bases, tmp_path):
     """The real Trainer loop calls SetEpoch: batches of epoch 2 come from variant 2."""
-    from transformers import AutoModelForCausalLM, TrainerCallback
+    from transformers import AutoModelForCausalLM
     from trl import SFTConfig, SFTTrainer
 
     from kotune.data.epochs import EpochVariantCollator, SetEpoch, merge_variants

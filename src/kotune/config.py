@@ -11,7 +11,6 @@ import dataclasses
 import difflib
 import enum
 import logging
-import os
 import types
 import typing
 from dataclasses import dataclass, field

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 
-from kotune.errors import KotuneError
 
 logger = logging.getLogger("kotune.dpo")
 
@@ -33,7 +32,7 @@ def dpo_trainer_class():
 
 def main(argv: list[str]) -> int:
     # --- logging --------------------------------------------------------------------------------------------
-    from kotune.run import finish, preflight, setup_logging, write_run_files
+    from kotune.run import finish, preflight, setup_logging, train, write_run_files
 
     setup_logging()
 
@@ -72,24 +71,17 @@ def main(argv: list[str]) -> int:
     model, ref_model = load_policy_and_reference(model_args, args, tokenizer)
 
     # --- trainer --------------------------------------------------------------------------------------------
-    from kotune.safety import NonFiniteLossError, SigtermCheckpoint
+    from kotune.safety import SigtermCheckpoint
 
     sigterm = SigtermCheckpoint()
     trainer = dpo_trainer_class()(model=model, ref_model=ref_model, args=args, train_dataset=train_dataset,
-                               processing_class=tokenizer, callbacks=[sigterm])
+                                  processing_class=tokenizer, callbacks=[sigterm])
     write_run_files(cfg, trainer, data_report)
 
     # --- train ----------------------------------------------------------------------------------------------
-    try:
-        result = trainer.train(resume_from_checkpoint=resume)
-    except NonFiniteLossError as err:
-        raise KotuneError(str(err)) from None
-    finally:
-        sigterm.restore()
-    if sigterm.received:
-        logger.warning("stopped by SIGTERM; checkpoint saved in %s. Resume with --resume_from_checkpoint=true",
-                       args.output_dir)
-        return 143
+    result = train(trainer, sigterm, resume)
+    if result is None:
+        return 143  # SIGTERM: checkpoint written
 
     # --- save -----------------------------------------------------------------------------------------------
     if getattr(trainer.model, "peft_config", None) and "ref" in trainer.model.peft_config:

@@ -50,6 +50,25 @@ def write_run_files(cfg: RunConfig, trainer, data_report: dict) -> None:
     write_json(os.path.join(out, "data_report.json"), data_report)
 
 
+def train(trainer, sigterm, resume: str | None):
+    """trainer.train() with the run-safety contract: a non-finite loss is a user-facing error, and a SIGTERM
+    returns None after its checkpoint is written."""
+    from kotune.errors import KotuneError
+    from kotune.safety import NonFiniteLossError
+
+    try:
+        result = trainer.train(resume_from_checkpoint=resume)
+    except NonFiniteLossError as err:
+        raise KotuneError(str(err)) from None
+    finally:
+        sigterm.restore()
+    if sigterm.received:
+        logger.warning("stopped by SIGTERM; checkpoint saved in %s. Resume with --resume_from_checkpoint=true",
+                       trainer.args.output_dir)
+        return None
+    return result
+
+
 def finish(trainer, train_result) -> None:
     """Final model/adapter, tokenizer with chat template, generation config, metrics, state and loss curve."""
     out = trainer.args.output_dir

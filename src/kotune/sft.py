@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import logging
 
-from kotune.errors import KotuneError
 
 logger = logging.getLogger("kotune.sft")
 
 
 def main(argv: list[str]) -> int:
     # --- logging --------------------------------------------------------------------------------------------
-    from kotune.run import finish, preflight, setup_logging, write_run_files
+    from kotune.run import finish, preflight, setup_logging, train, write_run_files
 
     setup_logging()
 
@@ -59,7 +58,7 @@ def main(argv: list[str]) -> int:
     from trl import SFTTrainer
 
     from kotune.data.packing import bfd_pack, collator, disable_cache_for_packing, log_bfd_step_change, packing_mode
-    from kotune.safety import NonFiniteLossError, NonFiniteLossGuard, SigtermCheckpoint
+    from kotune.safety import NonFiniteLossGuard, SigtermCheckpoint
 
     mode = packing_mode(cfg.resolved, args)
     data_collator = collator(tokenizer, mode)
@@ -93,16 +92,9 @@ def main(argv: list[str]) -> int:
     write_run_files(cfg, trainer, data_report)
 
     # --- train ----------------------------------------------------------------------------------------------
-    try:
-        result = trainer.train(resume_from_checkpoint=resume)
-    except NonFiniteLossError as err:
-        raise KotuneError(str(err)) from None
-    finally:
-        sigterm.restore()
-    if sigterm.received:
-        logger.warning("stopped by SIGTERM; checkpoint saved in %s. Resume with --resume_from_checkpoint=true",
-                       args.output_dir)
-        return 143
+    result = train(trainer, sigterm, resume)
+    if result is None:
+        return 143  # SIGTERM: checkpoint written
 
     # --- save -----------------------------------------------------------------------------------------------
     finish(trainer, result)
