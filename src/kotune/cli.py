@@ -46,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("sft", help="supervised fine-tuning: kotune sft CONFIG.yaml [--key=value ...]", add_help=False)
     sub.add_parser("dpo", help="preference training: kotune dpo CONFIG.yaml [--key=value ...]", add_help=False)
+    sub.add_parser("plan", help="will it fit? parameters, tokens per step, memory per GPU, from the config alone",
+                   add_help=False)
     data = sub.add_parser("data", help="report what a config trains on: counts, lengths, drops, packing efficiency",
                           add_help=False)
     data.add_argument("rest", nargs=argparse.REMAINDER)
@@ -58,6 +60,22 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] in ("sft", "dpo"):
         with user_errors_exit():
             return _train(argv[0], argv[1:])
+    if argv and argv[0] == "plan":
+        rest = argv[1:]
+        if not rest or rest[0] in ("-h", "--help"):
+            print("usage: kotune plan CONFIG.yaml [--gpus N] [--gpu-mem 80GiB] [--key=value ...]\n\n"
+                  "Estimates parameters, tokens per step and memory per GPU from the model config alone (no weights)"
+                  " and says whether the run fits. Exit code 1 when it does not.")
+            return 0
+        opts = {"--gpus": "1", "--gpu-mem": None}
+        for flag in opts:
+            if flag in rest:
+                i = rest.index(flag)
+                opts[flag], rest = rest[i + 1], rest[:i] + rest[i + 2:]
+        with user_errors_exit():
+            from kotune.plan import run_plan
+
+            return run_plan(rest, gpus=int(opts["--gpus"]), gpu_mem=opts["--gpu-mem"])
     if argv and argv[0] == "data":
         rest = argv[1:]
         if not rest or rest[0] in ("-h", "--help"):

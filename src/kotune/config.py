@@ -11,6 +11,7 @@ import dataclasses
 import difflib
 import enum
 import logging
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -228,6 +229,7 @@ def read_yaml(path: str) -> dict[str, Any]:
 
 def load_config(argv: list[str], kind: str = "sft") -> RunConfig:
     """`CONFIG.yaml [--key=value ...]` → a validated RunConfig (raises ConfigError listing every problem)."""
+    argv = _drop_launcher_args(argv)
     if not argv or argv[0].startswith("--"):
         raise ConfigError(["give the config file first: train/sft.py CONFIG.yaml [--key=value ...]"], "command line")
     path, rest = argv[0], argv[1:]
@@ -236,7 +238,50 @@ def load_config(argv: list[str], kind: str = "sft") -> RunConfig:
         if key in LAUNCHER_KEYS:
             continue
         _set_dotted(raw, key, value)
+    if raw.get("deepspeed"):
+        init_deepspeed_distributed()
     return build_config(raw, kind=kind, source=path)
+
+
+def _drop_launcher_args(argv: list[str]) -> list[str]:
+    """The deepspeed launcher puts `--local_rank=N` first; the rank also arrives in LOCAL_RANK, so drop it."""
+    out, skip = [], False
+    for i, tok in enumerate(argv):
+        if skip:
+            skip = False
+            continue
+        name = tok[2:].split("=", 1)[0] if tok.startswith("--") else None
+        if name in LAUNCHER_KEYS:
+            skip = "=" not in tok and i + 1 < len(argv) and not argv[i + 1].startswith("--")
+            continue
+        out.append(tok)
+    return out
+
+
+def init_deepspeed_distributed() -> None:
+    """DeepSpeed needs its process group before TrainingArguments reads the world size.
+
+    Without a launcher (plain `python train/sft.py ... --deepspeed ...`) a one-process group is set up, since
+    DeepSpeed would otherwise look for MPI. On a machine without CUDA the group uses gloo and DeepSpeed's CPU
+    accelerator.
+    """
+    import socket
+
+    import torch
+
+    cuda = torch.cuda.is_available()
+    if not cuda:
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    if "RANK" not in os.environ:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        for key, value in {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
+                           "MASTER_PORT": str(port)}.items():
+            os.environ.setdefault(key, value)
+    import deepspeed
+
+    deepspeed.init_distributed(dist_backend="nccl" if cuda else "gloo")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -510,6 +555,15 @@ def _cross_check(user: dict, model: dict, train: dict, kind: str, problems: list
         if stage == 3 and model.get("load_in_8bit"):
             problems.append("load_in_8bit cannot be combined with ZeRO-3: use load_in_4bit with "
                             "bnb_4bit_quant_storage equal to dtype, or ZeRO-2")
+        if stage == 3 and model.get("load_in_4bit"):
+            dtype = model.get("dtype") or "float32"
+            storage = model.get("bnb_4bit_quant_storage")
+            if storage is None:
+                model["bnb_4bit_quant_storage"] = dtype  # peft#1550: ZeRO-3 shards the 4-bit storage as this dtype
+                logger.info("ZeRO-3 + 4-bit: bnb_4bit_quant_storage=%s (the compute dtype)", dtype)
+            elif storage != dtype:
+                problems.append(f"bnb_4bit_quant_storage ({storage}) must equal dtype ({dtype}) under ZeRO-3 "
+                                "(peft#1550); leave it unset and kotune sets it")
     if train.get("max_length") is not None and train["max_length"] < 8:
         problems.append("max_length: must be at least 8 tokens")
     if kind == "sft" and user.get("max_prompt_length") is not None:
@@ -518,6 +572,11 @@ def _cross_check(user: dict, model: dict, train: dict, kind: str, problems: list
     if kind == "dpo" and isinstance(mpl, int) and train.get("max_length") and mpl >= train["max_length"]:
         problems.append(f"max_prompt_length ({mpl}) must be smaller than max_length ({train['max_length']}), "
                         "or no answer token fits")
+
+
+def deepspeed_stage(ds: Any) -> int | None:
+    """The ZeRO stage of a DeepSpeed config (path or dict), or None without one."""
+    return _deepspeed_stage(ds, []) if ds else None
 
 
 def _deepspeed_stage(ds: Any, problems: list[str]) -> int | None:

@@ -46,7 +46,8 @@ def write_run_files(cfg: RunConfig, trainer, data_report: dict) -> None:
     os.makedirs(out, exist_ok=True)
     write_resolved_config(out, cfg.resolved)
     files = [s.id for s in cfg.kotune.dataset_mixture.datasets] if cfg.kotune.dataset_mixture else []
-    write_run_record(out, files, trainer.args.world_size)
+    distributed = str(getattr(trainer.accelerator, "distributed_type", "NO")).split(".")[-1]
+    write_run_record(out, files, trainer.args.world_size, {"distributed_type": distributed})
     write_json(os.path.join(out, "data_report.json"), data_report)
 
 

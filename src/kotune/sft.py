@@ -49,10 +49,11 @@ def main(argv: list[str]) -> int:
     # --- model ----------------------------------------------------------------------------------------------
     from transformers import set_seed
 
+    from kotune.config import deepspeed_stage
     from kotune.models import load_model
 
     set_seed(args.seed)  # LoRA's initial weights come from the global RNG: same seed, same run
-    model = load_model(model_args, args, tokenizer)
+    model = load_model(model_args, args, tokenizer, deepspeed_stage=deepspeed_stage(args.deepspeed))
 
     # --- trainer --------------------------------------------------------------------------------------------
     from trl import SFTTrainer

@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Launch kotune training with the right launcher, and print the exact command first.
+#
+#   ./launch.sh sft|dpo CONFIG [--gpus N] [--zero 2|3|3-offload]
+#               [--nodes N --node-rank R --master-addr A --master-port P] [--dry-run] [-- --key=value ...]
+#
+# Without --zero: `accelerate launch` (data parallel when more than one process).
+# With --zero:    the `deepspeed` launcher and deepspeed/zero{2,3,3_offload}.json.
+# --gpus is per node (default: the GPUs nvidia-smi sees, or 1). On a machine without GPUs the processes run on the
+# CPU (gloo); DeepSpeed then uses its CPU accelerator (DS_ACCELERATOR=cpu).
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+
+usage() { sed -n '2,10p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+die() { echo "launch.sh: $*" >&2; exit 2; }
+
+[ $# -ge 2 ] || usage
+stage="$1"; config="$2"; shift 2
+case "$stage" in sft|dpo) ;; *) die "first argument must be sft or dpo, not '$stage'";; esac
+[ -f "$config" ] || die "config file '$config' not found"
+
+gpus=""; zero=""; nodes=1; node_rank=0; master_addr=127.0.0.1; master_port=29500; dry_run=0; overrides=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --gpus) gpus="${2:?--gpus needs a number}"; shift 2;;
+    --zero) zero="${2:?--zero needs 2, 3 or 3-offload}"; shift 2;;
+    --nodes) nodes="${2:?}"; shift 2;;
+    --node-rank) node_rank="${2:?}"; shift 2;;
+    --master-addr) master_addr="${2:?}"; shift 2;;
+    --master-port) master_port="${2:?}"; shift 2;;
+    --dry-run) dry_run=1; shift;;
+    --) shift; overrides=("$@"); break;;
+    -h|--help) usage;;
+    *) die "unknown option '$1' (training overrides go after --, e.g. -- --learning_rate=1e-4)";;
+  esac
+done
+
+have_gpu=0
+if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then have_gpu=1; fi
+if [ -z "$gpus" ]; then
+  if [ $have_gpu = 1 ]; then gpus=$(nvidia-smi -L | wc -l); else gpus=1; fi
+fi
+[[ "$gpus" =~ ^[1-9][0-9]*$ ]] || die "--gpus must be a positive number, not '$gpus'"
+[[ "$nodes" =~ ^[1-9][0-9]*$ ]] || die "--nodes must be a positive number, not '$nodes'"
+[[ "$node_rank" =~ ^[0-9]+$ ]] && [ "$node_rank" -lt "$nodes" ] || die "--node-rank must be in 0..$((nodes - 1))"
+
+script="$here/train/$stage.py"
+env_prefix=()
+if [ -n "$zero" ]; then
+  case "$zero" in
+    2) ds="$here/deepspeed/zero2.json";;
+    3) ds="$here/deepspeed/zero3.json";;
+    3-offload) ds="$here/deepspeed/zero3_offload.json";;
+    *) die "--zero must be 2, 3 or 3-offload, not '$zero'";;
+  esac
+  [ $have_gpu = 1 ] || env_prefix=(env DS_ACCELERATOR=cpu)
+  cmd=("${env_prefix[@]}" deepspeed --num_gpus "$gpus")
+  if [ "$nodes" -gt 1 ]; then
+    cmd+=(--no_ssh --num_nodes "$nodes" --node_rank "$node_rank" --master_addr "$master_addr" --master_port "$master_port")
+  else
+    cmd+=(--master_port "$master_port")
+  fi
+  cmd+=("$script" "$config" --deepspeed "$ds")
+else
+  total=$((gpus * nodes))
+  cmd=(accelerate launch --num_processes "$total" --num_machines "$nodes" --mixed_precision no --dynamo_backend no)
+  [ "$total" -gt 1 ] && cmd+=(--multi_gpu)
+  if [ "$nodes" -gt 1 ]; then
+    cmd+=(--machine_rank "$node_rank" --main_process_ip "$master_addr" --main_process_port "$master_port")
+  fi
+  cmd+=("$script" "$config")
+fi
+cmd+=("${overrides[@]}")
+
+printf '%q ' "${cmd[@]}" | sed 's/ $//'
+echo
+[ $dry_run = 1 ] && exit 0
+exec "${cmd[@]}"

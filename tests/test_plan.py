@@ -1,0 +1,64 @@
+"""kotune plan: counts checked against real tiny models; the shipped 7B-class recipes get a sensible answer offline."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import REPO, base_config
+from kotune.config import build_config
+from kotune.plan import count_parameters, estimate, model_config
+
+
+@pytest.mark.parametrize("use_peft", [True, False])
+def test_counts_and_optimizer_bytes_match_a_real_model(use_peft, tiny_bases, tmp_path):
+    from kotune.models import load_model, load_tokenizer
+
+    cfg = build_config(base_config(tiny_bases["llama"], tmp_path / "o", use_peft=use_peft))
+    config = model_config(str(tiny_bases["llama"]), REPO)
+    counts = count_parameters(config, cfg.model)
+    model = load_model(cfg.model, cfg.training, load_tokenizer(str(tiny_bases["llama"])))
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    assert counts.trainable == sum(p.numel() for p in trainable)
+    real_total = sum(p.numel() for n, p in model.named_parameters() if "lora_" not in n)
+    assert counts.total == real_total
+    # One AdamW step on CPU: the measured optimizer state is what plan counts (two fp32 moments per parameter).
+    opt = torch.optim.AdamW(trainable, lr=1e-4)
+    ids = torch.randint(3, 100, (1, 8))
+    model(input_ids=ids, labels=ids).loss.backward()
+    grad_bytes = sum(p.grad.numel() * p.grad.element_size() for p in trainable)
+    opt.step()
+    state_bytes = sum(v.numel() * v.element_size() for s in opt.state.values() for v in s.values() if v.dim() > 0)
+    est = estimate(cfg, counts, config, gpus=1)
+    assert est["optimizer"] == state_bytes
+    assert est["gradients"] == grad_bytes
+
+
+@pytest.mark.parametrize("recipe,low,high", [
+    ("llama-2-7b-qlora.yaml", 6.0, 9.0),        # published QLoRA 7B at 1k context: ~6–9 GB
+    ("mistral-7b-v0.1-qlora.yaml", 6.0, 9.5),
+    ("polyglot-ko-5.8b-qlora.yaml", 5.0, 8.5),
+])
+def test_recipes_plan_offline(recipe, low, high):
+    kotune = str(Path(sys.executable).with_name("kotune"))
+    proc = subprocess.run([kotune, "plan", f"configs/sft/{recipe}", "--gpus", "1", "--gpu-mem", "24GiB"],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    total = float(next(line for line in proc.stdout.splitlines() if line.strip().startswith("total")).split()[1])
+    assert low <= total <= high, proc.stdout
+    assert "verdict: fits" in proc.stdout
+
+
+def test_full_finetune_7b_does_not_fit_one_24g_gpu_but_zero3_on_8_does():
+    kotune = str(Path(sys.executable).with_name("kotune"))
+    args = [kotune, "plan", "configs/sft/llama-2-7b-qlora.yaml", "--gpu-mem", "24GiB", "--load_in_4bit=false",
+            "--use_peft=false"]
+    one = subprocess.run(args + ["--gpus", "1"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert one.returncode == 1 and "does NOT fit" in one.stdout and "to fit:" in one.stdout
+    eight = subprocess.run(args + ["--gpus", "8", "--deepspeed=deepspeed/zero3.json", "--per_device_train_batch_size=1"],
+                           cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert "ZeRO-3" in eight.stdout and "DeepSpeed's estimate" in eight.stdout
