@@ -19,7 +19,10 @@ DEMO = "configs/sft/polyglot-ko-tiny-demo.yaml"
 
 
 def dry(*args) -> list[str]:
-    proc = subprocess.run([LAUNCH, *args, "--dry-run"], cwd=REPO, capture_output=True, text=True, timeout=60)
+    args = list(args)
+    at = args.index("--") if "--" in args else len(args)  # options go before `--`, overrides after it
+    proc = subprocess.run([LAUNCH, *args[:at], "--dry-run", *args[at:]], cwd=REPO, capture_output=True, text=True,
+                          timeout=60)
     assert proc.returncode == 0, proc.stderr
     return shlex.split(proc.stdout.strip())
 
