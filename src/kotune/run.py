@@ -89,3 +89,14 @@ def finish(trainer, train_result) -> None:
         if plot_loss(trainer.state.log_history, os.path.join(out, "loss.png")):
             logger.info("loss curve: %s", os.path.join(out, "loss.png"))
         logger.info("done: model and tokenizer saved in %s", out)
+    close_process_group()
+
+
+def close_process_group() -> None:
+    """Leave the process group cleanly: a gloo/DeepSpeed group torn down at interpreter exit can abort the
+    process ('terminate called without an active exception') after the run has succeeded."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
