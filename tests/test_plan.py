@@ -62,3 +62,11 @@ def test_full_finetune_7b_does_not_fit_one_24g_gpu_but_zero3_on_8_does():
     eight = subprocess.run(args + ["--gpus", "8", "--deepspeed=deepspeed/zero3.json", "--per_device_train_batch_size=1"],
                            cwd=REPO, capture_output=True, text=True, timeout=120)
     assert "ZeRO-3" in eight.stdout and "DeepSpeed's estimate" in eight.stdout
+
+
+@pytest.mark.parametrize("folder", sorted((REPO / "configs" / "models").glob("*/")), ids=lambda p: p.name)
+def test_shipped_base_configs_load(folder):
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(folder)
+    assert config.model_type in ("gpt_neox", "llama", "mistral") and config.vocab_size > 0
