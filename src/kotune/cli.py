@@ -1,5 +1,5 @@
 """`kotune` command line: `kotune sft|dpo CONFIG [--key=value ...]`, `kotune data CONFIG`, `kotune demo`,
-`kotune chat RUN_DIR`."""
+`kotune plan|sweep|eval|merge|chat ...` (each has --help)."""
 
 from __future__ import annotations
 
@@ -24,20 +24,13 @@ def _train(kind: str, rest: list[str]) -> int:
     return main(rest)
 
 
-def _chat(args) -> int:
-    from kotune.generate import answer, load_for_inference
-
-    model, tokenizer = load_for_inference(args.run_dir)
-    if args.prompt:
-        print(answer(model, tokenizer, args.prompt, max_new_tokens=args.max_new_tokens))
-        return 0
-    while True:
-        try:
-            question = input("질문> ").strip()
-        except EOFError:
-            return 0
-        if question:
-            print(answer(model, tokenizer, question, max_new_tokens=args.max_new_tokens))
+# Subcommands that own their argparse: `kotune NAME ...` runs MODULE.main(argv).
+SUBCOMMANDS = {
+    "sweep": ("kotune.sweep", "run a grid or list of overrides of one config, then a comparison table and plot"),
+    "eval": ("kotune.evaluate", "KoBEST + KLUE STS/YNAT through lm-eval on a run dir; results JSON + Markdown"),
+    "merge": ("kotune.export", "merge a LoRA adapter into its base: a full model AutoModelForCausalLM loads"),
+    "chat": ("kotune.chat", "answer prompts with a trained run dir, in its training format (streams tokens)"),
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,11 +45,14 @@ def main(argv: list[str] | None = None) -> int:
                           add_help=False)
     data.add_argument("rest", nargs=argparse.REMAINDER)
     sub.add_parser("demo", help="offline demo: tiny Polyglot-shaped model, LoRA SFT, a Korean answer")
-    chat = sub.add_parser("chat", help="answer prompts with a trained run dir, in its training format")
-    chat.add_argument("run_dir")
-    chat.add_argument("--prompt", help="answer this one prompt and exit")
-    chat.add_argument("--max_new_tokens", type=int, default=128)
+    for name, (_, text) in SUBCOMMANDS.items():
+        sub.add_parser(name, help=text, add_help=False)
 
+    if argv and argv[0] in SUBCOMMANDS:
+        import importlib
+
+        with user_errors_exit():
+            return importlib.import_module(SUBCOMMANDS[argv[0]][0]).main(argv[1:])
     if argv and argv[0] in ("sft", "dpo"):
         with user_errors_exit():
             return _train(argv[0], argv[1:])
@@ -96,7 +92,6 @@ def main(argv: list[str] | None = None) -> int:
             from kotune.demo import run_demo
 
             return run_demo()
-        return _chat(args)
 
 
 if __name__ == "__main__":
