@@ -1,0 +1,127 @@
+"""`kotune merge ADAPTER_DIR --out DIR [--dtype bf16]`: a LoRA run merged into its base, as one full HF model.
+
+The output holds the merged weights, the run's tokenizer with its chat template, a generation_config whose EOS and
+pad match the tokenizer, and merge_info.json (what was merged, how). It is written into a temporary dir next to
+--out and renamed at the end, so a failed merge leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from kotune.errors import KotuneError
+
+logger = logging.getLogger("kotune.export")
+
+DTYPE_NAMES = {"bf16": "bfloat16", "bfloat16": "bfloat16", "fp16": "float16", "float16": "float16",
+               "fp32": "float32", "float32": "float32"}
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="kotune merge",
+        description="Merge a LoRA adapter run dir into its base: a full model that AutoModelForCausalLM loads, with "
+                    "the run's tokenizer and chat template. A 4/8-bit-trained adapter is merged into its base "
+                    "quantized as in training, then dequantized. An adapter whose base is another adapter dir is "
+                    "merged as a chain.")
+    parser.add_argument("adapter_dir", help="an SFT/DPO output dir holding adapter_config.json")
+    parser.add_argument("--out", required=True, help="where the merged model goes (must not exist or be empty)")
+    parser.add_argument("--dtype", choices=sorted(DTYPE_NAMES),
+                        help="dtype of the merged weights (default: the base's saved dtype)")
+    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    return parser.parse_args(argv)
+
+
+def check_paths(adapter_dir: Path, out: Path, overwrite: bool) -> None:
+    """Every problem with the two paths before any weights load."""
+    from kotune.generate import run_kind
+
+    if run_kind(adapter_dir) == "model":
+        raise KotuneError(f"'{adapter_dir}' is already a full model (config.json, no adapter_config.json): there is "
+                          "nothing to merge; load it directly with AutoModelForCausalLM or `kotune chat`")
+    if out.resolve() == adapter_dir.resolve() or adapter_dir.resolve() in out.resolve().parents:
+        raise KotuneError(f"--out '{out}' is inside the adapter dir; choose a separate folder")
+    if out.exists() and not out.is_dir():
+        raise KotuneError(f"--out '{out}' exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise KotuneError(f"--out '{out}' exists and is not empty; pass --overwrite to replace it")
+
+
+def merge(adapter_dir: str | Path, out: str | Path, dtype: str | None = None, overwrite: bool = False) -> Path:
+    """Merge `adapter_dir` into its base and save the full model in `out`; returns `out`."""
+    import torch
+    from transformers import AutoTokenizer
+
+    from kotune.generate import adapter_chain, load_adapted, saved_dtype
+    from kotune.models import sync_special_tokens
+
+    adapter_dir, out = Path(adapter_dir), Path(out)
+    check_paths(adapter_dir, out, overwrite)
+    chain = adapter_chain(adapter_dir)
+    target = getattr(torch, DTYPE_NAMES[dtype]) if dtype else saved_dtype(chain[0])
+    logger.info("merging %s into %s as %s", " + ".join(str(p) for p in chain[1:]), chain[0], target)
+
+    tokenizer = AutoTokenizer.from_pretrained(adapter_dir)  # carries the chat template training used
+    merged = load_adapted(adapter_dir, tokenizer, target).merge_and_unload(safe_merge=True)
+    sync_special_tokens(merged, tokenizer)
+    merged.config.use_cache = True
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.merging-", dir=out.parent))
+    tmp.chmod(0o777 & ~_umask())  # mkdtemp makes it private; the result should look like any other dir
+    try:
+        merged.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        merged.generation_config.save_pretrained(tmp)
+        _write_info(tmp, chain, target)
+        _replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    logger.info("merged model saved in %s", out)
+    return out
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _write_info(path: Path, chain: list, dtype) -> None:
+    from kotune.generate import trained_model_args
+    from kotune.records import package_versions, write_json
+
+    args = trained_model_args(chain[-1])
+    write_json(path / "merge_info.json", {
+        "base": str(chain[0]),
+        "adapters": [str(p) for p in chain[1:]],
+        "dtype": str(dtype).removeprefix("torch."),
+        "trained_quantization": "4-bit" if args.load_in_4bit else "8-bit" if args.load_in_8bit else None,
+        "versions": package_versions(),
+    })
+
+
+def _replace(tmp: Path, out: Path) -> None:
+    """Move the finished dir into place; an old --out is moved aside first and removed only after."""
+    old = None
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{tmp.name.rsplit('-', 1)[-1]}")
+        out.rename(old)
+    tmp.rename(out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S",
+                        level=logging.WARNING)
+    logging.getLogger("kotune").setLevel(logging.INFO)
+    out = merge(args.adapter_dir, args.out, args.dtype, args.overwrite)
+    print(f"merged model: {out}")
+    return 0
