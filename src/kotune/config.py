@@ -84,6 +84,22 @@ class KotuneArguments:
     data_cache: bool = field(
         default=True, metadata={"help": "Reuse preprocessed data from $KOTUNE_CACHE_DIR (~/.cache/kotune/data)."}
     )
+    eval_tasks: list[str] = field(
+        default_factory=list,
+        metadata={"help": "SFT: after saving, score the model with `kotune eval` on these tasks, e.g. [kit19] or "
+                          "[kobest_copa, klue_sts]; results in output_dir/eval. Empty = no evaluation."},
+    )
+    eval_num_fewshot: int = field(default=0, metadata={"help": "In-context examples per eval question."})
+    eval_limit: float | None = field(
+        default=None, metadata={"help": "Eval rows per task (or a share < 1): quick checks only."}
+    )
+    eval_data_dir: str | None = field(
+        default=None,
+        metadata={"help": "Read eval data from DIR/<task>/{train,validation,test}.jsonl instead of the Hub."},
+    )
+    eval_baseline: str | None = field(
+        default=None, metadata={"help": "Shown beside the eval scores: a model dir, a results.json, or 'base'."}
+    )
 
 
 def _model_config_class():
@@ -564,6 +580,10 @@ def _cross_check(user: dict, model: dict, train: dict, kind: str, problems: list
             elif storage != dtype:
                 problems.append(f"bnb_4bit_quant_storage ({storage}) must equal dtype ({dtype}) under ZeRO-3 "
                                 "(peft#1550); leave it unset and kotune sets it")
+    if user.get("eval_tasks"):
+        from kotune.evaluate import eval_config_problems
+
+        problems += eval_config_problems(kind, user["eval_tasks"], user.get("eval_data_dir"), check_paths)
     if train.get("max_length") is not None and train["max_length"] < 8:
         problems.append("max_length: must be at least 8 tokens")
     if kind == "sft" and user.get("max_prompt_length") is not None:

@@ -98,5 +98,13 @@ def main(argv: list[str]) -> int:
         return 143  # SIGTERM: checkpoint written
 
     # --- save -----------------------------------------------------------------------------------------------
+    is_main = trainer.is_world_process_zero()
     finish(trainer, result)
+
+    # --- evaluate (optional: eval_tasks) --------------------------------------------------------------------
+    if cfg.kotune.eval_tasks and is_main:
+        del trainer, model  # free the training copy: lm-eval loads what was saved, as a user would
+        from kotune.evaluate import evaluate_after_training
+
+        evaluate_after_training(cfg.kotune, args.output_dir)
     return 0

@@ -1,0 +1,402 @@
+"""`kotune eval RUN_DIR`: KoBEST and KLUE STS/YNAT through lm-eval-harness, scored like the KIT-19 table.
+
+    kotune eval runs/polyglot-qlora                                  # the KIT-19 table's six tasks, 0-shot
+    kotune eval runs/polyglot-qlora --baseline base --num_fewshot 5  # the adapter's base model beside it
+    kotune eval runs/merged --tasks kobest_copa,klue_sts --data_dir data/eval --limit 100
+
+RUN_DIR is a LoRA adapter (adapter_config.json names its base; lm-eval loads `pretrained=BASE,peft=RUN_DIR`) or
+a merged/full model dir. The scoring is lm-eval's (log-likelihood of each choice), not ours: KoBEST comes with
+lm-eval 0.4.13, KLUE STS/YNAT are task YAMLs in `kotune/eval_tasks/` (prompts of lm-eval's old `polyglot` branch,
+which KIT-19 reports). Every task reports acc and macro F1 (KoBEST HellaSwag also acc_norm).
+
+Written to OUT (default RUN_DIR/eval): `results.json` (scores + lm-eval's raw results and task configs),
+`results.md` (the KIT-19-shaped table) and, when the baseline is a model, `baseline.json` (reusable as
+`--baseline OUT/baseline.json`).
+
+Offline (air-gapped, or HF_HUB_OFFLINE=1): `--data_dir DIR` reads DIR/<task>/{train,validation,test}.jsonl in
+the Hub's columns. kotune generates, per task, a YAML that `include`s lm-eval's (or its own) task and only swaps
+the dataset for `json` over those files, so prompts and metrics stay lm-eval's.
+
+Python API (sweeps call this; it raises KotuneError for user mistakes)::
+
+    from kotune.evaluate import evaluate_run
+    scores = evaluate_run("runs/a", tasks=["kobest_copa", "klue_sts"], num_fewshot=0, limit=None,
+                          out_dir=None, data_dir=None, baseline=None)
+    # {"kobest_copa": {"acc": 0.83, "macro_f1": 0.83}, "klue_sts": {"acc": 0.61, "macro_f1": 0.58}}
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from kotune.errors import KotuneError
+
+logger = logging.getLogger("kotune.evaluate")
+
+TASKS_DIR = Path(__file__).with_name("eval_tasks")
+# name → (label in the table, columns a local row needs: the Hub dataset's layout)
+TASKS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "kobest_copa": ("KoBEST_COPA", ("premise", "question", "alternative_1", "alternative_2", "label")),
+    "kobest_boolq": ("KoBEST_BoolQ", ("paragraph", "question", "label")),
+    "kobest_hellaswag": ("KoBEST_HellaSwag", ("context", "ending_1", "ending_2", "ending_3", "ending_4", "label")),
+    "klue_sts": ("KLUE_STS", ("sentence1", "sentence2", "labels")),
+    "kobest_sentineg": ("KoBEST_SentiNeg", ("sentence", "label")),
+    "klue_ynat": ("KLUE_YNAT", ("title", "label")),
+    "kobest_wic": ("KoBEST_WiC", ("word", "context_1", "context_2", "label")),
+}
+KIT19_TASKS = ("kobest_copa", "kobest_boolq", "kobest_hellaswag", "klue_sts", "kobest_sentineg", "klue_ynat")
+ALIASES = {
+    "kit19": KIT19_TASKS,
+    "kobest": ("kobest_boolq", "kobest_copa", "kobest_hellaswag", "kobest_sentineg", "kobest_wic"),
+    "klue": ("klue_sts", "klue_ynat"),
+    "all": tuple(TASKS),
+}
+METRICS = (("acc", "ACC"), ("acc_norm", "ACC_Norm"), ("macro_f1", "F1 (macro)"))
+SPLITS = {"train": "training_split", "validation": "validation_split", "test": "test_split"}  # file → lm-eval key
+
+
+# --- what to run ---------------------------------------------------------------------------------------------
+def resolve_tasks(tasks: str | list[str] | tuple[str, ...] | None) -> list[str]:
+    """Task names in table order. Accepts a comma list or a list; `kit19`, `kobest`, `klue`, `all` expand."""
+    if tasks is None:
+        return list(KIT19_TASKS)
+    items = tasks.split(",") if isinstance(tasks, str) else [p for t in tasks for p in str(t).split(",")]
+    names, problems = [], []
+    for item in (i.strip() for i in items):
+        if not item:
+            continue
+        if item in ALIASES or item in TASKS:
+            names += [n for n in ALIASES.get(item, (item,)) if n not in names]
+            continue
+        near = difflib.get_close_matches(item, [*TASKS, *ALIASES], n=1, cutoff=0.6)
+        hint = f": did you mean '{near[0]}'?" if near else f" (known: {', '.join([*TASKS, *ALIASES])})"
+        problems.append(f"unknown eval task '{item}'{hint}")
+    if problems:
+        raise KotuneError("; ".join(problems))
+    if not names:
+        raise KotuneError(f"no eval tasks given; choose from {', '.join([*TASKS, *ALIASES])}")
+    return sorted(names, key=list(TASKS).index)
+
+
+def model_args_for(model_dir: str | Path, base: str | None = None) -> dict[str, str]:
+    """lm-eval `hf` model_args for a run dir: `pretrained=BASE,peft=DIR` for an adapter, else `pretrained=DIR`.
+    The tokenizer comes from the run dir when it saved one (it carries the chat template and pad token)."""
+    path = Path(model_dir).expanduser()
+    if not path.is_dir():
+        raise KotuneError(f"run dir '{model_dir}' does not exist (give a training output_dir or a model dir)")
+    tokenizer = str(path) if (path / "tokenizer_config.json").is_file() else None
+    adapter = path / "adapter_config.json"
+    if adapter.is_file():
+        base = base or json.loads(adapter.read_text()).get("base_model_name_or_path")
+        if not base:
+            raise KotuneError(f"{adapter} names no base_model_name_or_path: give the base with --base DIR")
+        if (base.startswith((".", "/", "~")) or Path(base).expanduser().exists()) and not Path(base).expanduser().is_dir():
+            raise KotuneError(f"the adapter's base '{base}' does not exist here: give its location with --base DIR")
+        return {"pretrained": base, "peft": str(path), "tokenizer": tokenizer or base}
+    if (path / "config.json").is_file():
+        return {"pretrained": str(path), "tokenizer": tokenizer or str(path)}
+    raise KotuneError(f"'{model_dir}' holds neither adapter_config.json (a LoRA run) nor config.json (a model)")
+
+
+def _eval_split_files(task: str, data_dir: Path) -> tuple[dict[str, str], list[str]]:
+    """DIR/<task>/{train,validation,test}.jsonl (or .json) that exist, and the problems found."""
+    task_dir = data_dir / task
+    files = {}
+    for split in SPLITS:
+        for ext in (".jsonl", ".json"):
+            if (task_dir / f"{split}{ext}").is_file():
+                files[split] = str(task_dir / f"{split}{ext}")
+                break
+    if "validation" not in files and "test" not in files:
+        return files, [f"{task}: no data file: expected {task_dir}/test.jsonl or {task_dir}/validation.jsonl "
+                       f"(optionally train.jsonl for few-shot), rows with {', '.join(TASKS[task][1])}"]
+    eval_file = Path(files.get("test", files.get("validation")))
+    first = next((line for line in eval_file.read_text(encoding="utf-8").splitlines() if line.strip()), "")
+    try:
+        row = json.loads(first) if eval_file.suffix == ".jsonl" else json.loads(eval_file.read_text())[0]
+    except (ValueError, IndexError, KeyError) as err:
+        return files, [f"{task}: {eval_file} is not JSON Lines rows ({err})"]
+    missing = [c for c in TASKS[task][1] if c not in row]
+    if missing:
+        return files, [f"{task}: {eval_file} lacks column(s) {', '.join(missing)} (the Hub dataset's layout)"]
+    return files, []
+
+
+def local_task_dir(tasks: list[str], data_dir: str | Path, into: Path) -> Path:
+    """Write one YAML per task into `into` that includes the real task and reads data_dir's files instead."""
+    import lm_eval
+
+    data_dir = Path(data_dir).expanduser().resolve()
+    if not data_dir.is_dir():
+        raise KotuneError(f"data_dir '{data_dir}' does not exist")
+    kobest = Path(lm_eval.__file__).parent / "tasks" / "kobest"
+    problems = []
+    for task in tasks:
+        files, found = _eval_split_files(task, data_dir)
+        problems += found
+        if found:
+            continue
+        source = (kobest if task.startswith("kobest_") else TASKS_DIR) / f"{task}.yaml"
+        cfg = {"include": str(source), "task": task, "dataset_path": "json", "dataset_name": None,
+               "dataset_kwargs": {"data_files": files},
+               **{key: split if split in files else None for split, key in SPLITS.items()}}
+        (into / f"{task}.yaml").write_text(json.dumps(cfg, ensure_ascii=False, indent=1))  # JSON is valid YAML
+    if problems:
+        raise KotuneError("--data_dir: " + "; ".join(problems))
+    return into
+
+
+# --- running lm-eval -----------------------------------------------------------------------------------------
+class _DropHarmlessF1Lookup(logging.Filter):
+    """KoBEST's YAMLs ask HF `evaluate` for 'f1', which fails offline and logs an error; the macro F1 they
+    report comes from their own aggregation, so the lookup never matters for multiple-choice tasks."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("f1 not found in the evaluate library")
+
+
+def task_manager(tasks: list[str], data_dir: str | Path | None, workdir: Path):
+    """lm-eval TaskManager over KoBEST + kotune's YAMLs (+ data_dir overrides): 1 s instead of indexing all
+    ~15k lm-eval tasks (30 s)."""
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    logging.getLogger("lm_eval.api.registry").addFilter(_DropHarmlessF1Lookup())
+    paths = [Path(lm_eval.__file__).parent / "tasks" / "kobest", TASKS_DIR]
+    if data_dir is not None:
+        paths.append(local_task_dir(tasks, data_dir, workdir))  # later paths override earlier ones
+    index_log = logging.getLogger("lm_eval.tasks._index")
+    level = index_log.level
+    index_log.setLevel(logging.ERROR)  # "Task X overrides existing task": that is the point of data_dir
+    try:
+        return TaskManager(include_path=[str(p) for p in paths], include_defaults=False)
+    finally:
+        index_log.setLevel(level)
+
+
+def _check_datasets(manager, tasks: list[str]) -> None:
+    """Load every task's data before the model, so a missing dataset fails in seconds with the fix."""
+    problems = []
+    for task in tasks:
+        try:
+            manager.load([task])
+        except (ConnectionError, FileNotFoundError) as err:
+            problems.append(f"{task}: its dataset could not be loaded ({str(err).splitlines()[0]})")
+        except Exception as err:  # noqa: BLE001 - datasets raises many types for unreadable files
+            if type(err).__name__ not in ("DatasetNotFoundError", "DatasetGenerationError", "ArrowInvalid"):
+                raise
+            problems.append(f"{task}: its dataset could not be read ({str(err).splitlines()[0]})")
+    if problems:
+        raise KotuneError("; ".join(problems) + ". Without the Hub, give --data_dir DIR with "
+                          "DIR/<task>/test.jsonl (or validation.jsonl) in the Hub dataset's columns")
+
+
+def run_lm_eval(model_args: dict[str, str], tasks: list[str], manager, num_fewshot: int, limit: float | None,
+                batch_size: int | str = 8, device: str | None = None, dtype: str = "auto",
+                apply_chat_template: bool = False) -> dict[str, Any]:
+    """One `lm_eval.simple_evaluate` call; returns lm-eval's result dict. (0-shot is passed as None: the
+    tasks' own default, which is 0, without lm-eval's "overwriting num_fewshot" warning per task.)"""
+    import lm_eval
+    import torch
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    logger.info("lm-eval: %s on %s (%d-shot%s)", ", ".join(tasks), model_args,
+                num_fewshot, f", limit {limit}" if limit else "")
+    return lm_eval.simple_evaluate(model="hf", model_args={**model_args, "dtype": dtype}, tasks=tasks,
+                                   task_manager=manager, num_fewshot=num_fewshot or None, limit=limit,
+                                   batch_size=batch_size, device=device, log_samples=False,
+                                   apply_chat_template=apply_chat_template)
+
+
+def scores_of(raw: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """{task: {acc, macro_f1[, acc_norm]}} from lm-eval's results ("f1,none" is macro F1 in these tasks)."""
+    out = {}
+    for task, metrics in raw["results"].items():
+        if task not in TASKS:
+            continue
+        row = {"acc": metrics.get("acc,none"), "macro_f1": metrics.get("f1,none")}
+        if "acc_norm,none" in metrics:
+            row["acc_norm"] = metrics["acc_norm,none"]
+        out[task] = {k: float(v) for k, v in row.items() if v is not None}
+    return out
+
+
+def _record(model: str, model_args: dict, scores: dict, raw: dict, num_fewshot: int, limit) -> dict[str, Any]:
+    keep = ("results", "configs", "versions", "n-shot", "n-samples", "higher_is_better", "lm_eval_version")
+    return {"model": model, "model_args": model_args, "num_fewshot": num_fewshot, "limit": limit, "tasks": scores,
+            "lm_eval": {k: raw[k] for k in keep if k in raw}}
+
+
+# --- the table -----------------------------------------------------------------------------------------------
+def markdown_table(columns: list[tuple[str, dict[str, dict[str, float]]]], note: str = "") -> str:
+    """KIT-19-style table: one block per task, rows ACC / ACC_Norm / F1 (macro), a column per model (the
+    evaluated one last), the best value of each row in bold when there is more than one column."""
+    lines = ["| Benchmark Dataset | Metric | " + " | ".join(name for name, _ in columns) + " |",
+             "|---|---|" + "---|" * len(columns)]
+    tasks = [t for t in TASKS if t in columns[-1][1]]  # the last column's tasks: a baseline may have more
+    for task in tasks:
+        first = True
+        for key, label in METRICS:
+            values = [scores.get(task, {}).get(key) for _, scores in columns]
+            if all(v is None for v in values):
+                continue
+            best = max(v for v in values if v is not None)
+            cells = ["–" if v is None else (f"**{v:.2%}**" if len(columns) > 1 and v == best else f"{v:.2%}")
+                     for v in values]
+            lines.append(f"| {TASKS[task][0] if first else ''} | {label} | " + " | ".join(cells) + " |")
+            first = False
+    return "\n".join(lines) + ("\n\n" + note if note else "") + "\n"
+
+
+# --- the API -------------------------------------------------------------------------------------------------
+def evaluate_run(run_dir: str | Path, tasks: str | list[str] | None = None, num_fewshot: int = 0,
+                 limit: float | None = None, out_dir: str | Path | None = None, data_dir: str | Path | None = None,
+                 baseline: str | Path | None = None, base: str | None = None, batch_size: int | str = 8,
+                 device: str | None = None, dtype: str = "auto",
+                 apply_chat_template: bool = False) -> dict[str, dict[str, float]]:
+    """Evaluate a run dir; write results.json, results.md (and baseline.json); return {task: {acc, macro_f1}}.
+
+    baseline: a model dir, a results JSON of an earlier `kotune eval`, or `base` (the adapter's base model);
+    its scores become the table's first column. base: where the adapter's base lives, if not where it was
+    trained. limit: rows per task (an int) or a share of them (< 1), for quick checks only.
+    """
+    names = resolve_tasks(tasks)
+    model_args = model_args_for(run_dir, base)
+    if num_fewshot < 0:
+        raise KotuneError(f"num_fewshot must be >= 0, got {num_fewshot}")
+    baseline_args = baseline_scores = None
+    if baseline is not None:
+        if str(baseline) == "base" and not Path("base").exists():
+            if "peft" not in model_args:
+                raise KotuneError("--baseline base needs an adapter run dir (a full model has no base to compare)")
+            baseline_args = model_args_for(model_args["pretrained"])
+        elif str(baseline).endswith(".json"):
+            if not Path(baseline).is_file():
+                raise KotuneError(f"baseline results '{baseline}' do not exist")
+            baseline_scores = json.loads(Path(baseline).read_text()).get("tasks") or {}
+        else:
+            baseline_args = model_args_for(baseline)
+    out = Path(out_dir) if out_dir else Path(run_dir) / "eval"
+
+    with tempfile.TemporaryDirectory(prefix="kotune-eval-") as work:
+        manager = task_manager(names, data_dir, Path(work))
+        _check_datasets(manager, names)
+        raw = run_lm_eval(model_args, names, manager, num_fewshot, limit, batch_size, device, dtype,
+                          apply_chat_template)
+        scores = scores_of(raw)
+        record = _record(str(run_dir), model_args, scores, raw, num_fewshot, limit)
+        base_record = None
+        if baseline_args is not None:
+            base_raw = run_lm_eval(baseline_args, names, manager, num_fewshot, limit, batch_size, device, dtype,
+                                   apply_chat_template)
+            baseline_scores = scores_of(base_raw)
+            base_record = _record(baseline_args["pretrained"], baseline_args, baseline_scores, base_raw,
+                                  num_fewshot, limit)
+
+    from lm_eval.utils import handle_non_serializable
+
+    out.mkdir(parents=True, exist_ok=True)
+    dump = lambda obj: json.dumps(obj, indent=2, ensure_ascii=False, default=handle_non_serializable)  # noqa: E731
+    if base_record is not None:
+        (out / "baseline.json").write_text(dump(base_record))
+        record["baseline"] = str(out / "baseline.json")
+    elif baseline is not None:
+        record["baseline"] = str(baseline)
+    (out / "results.json").write_text(dump(record))
+    columns = [(_label(baseline, model_args), baseline_scores)] if baseline_scores is not None else []
+    columns.append((Path(run_dir).resolve().name, scores))
+    note = (f"{num_fewshot}-shot, lm-eval {raw.get('lm_eval_version', '')}, "
+            f"rows per task: {', '.join(f'{t} {n}' for t, n in _rows(raw).items())}")
+    (out / "results.md").write_text(markdown_table(columns, note))
+    logger.info("eval results: %s, %s", out / "results.json", out / "results.md")
+    return scores
+
+
+def _label(baseline, model_args: dict) -> str:
+    if str(baseline) == "base" and "peft" in model_args:
+        return Path(model_args["pretrained"]).name + " (base)"
+    path = Path(str(baseline))
+    return path.parent.parent.name if path.name == "results.json" else path.name
+
+
+def _rows(raw: dict) -> dict[str, int]:
+    return {t: n.get("effective", n.get("original")) for t, n in raw.get("n-samples", {}).items()}
+
+
+# --- end of training -----------------------------------------------------------------------------------------
+def eval_config_problems(kind: str, tasks: Any, data_dir: Any, check_paths: bool = True) -> list[str]:
+    """Config validation of the eval_* fields, before any training (no lm-eval import: stays fast)."""
+    if kind != "sft":
+        return [f"eval_tasks: evaluation runs at the end of SFT only; after {kind}, run `kotune eval OUTPUT_DIR`"]
+    try:
+        names = resolve_tasks(tasks if isinstance(tasks, (str, list)) else str(tasks))
+    except KotuneError as err:
+        return [f"eval_tasks: {err}"]
+    if not (check_paths and isinstance(data_dir, str)):
+        return []
+    if not Path(data_dir).expanduser().is_dir():
+        return [f"eval_data_dir: '{data_dir}' does not exist"]
+    return [f"eval_data_dir: {p}" for t in names for p in _eval_split_files(t, Path(data_dir).expanduser())[1]]
+
+
+def evaluate_after_training(kot, output_dir: str) -> dict[str, dict[str, float]]:
+    """The `eval_*` fields of KotuneArguments applied to a finished run (main process only)."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return evaluate_run(output_dir, kot.eval_tasks, num_fewshot=kot.eval_num_fewshot, limit=kot.eval_limit,
+                        data_dir=kot.eval_data_dir, baseline=kot.eval_baseline)
+
+
+# --- CLI -----------------------------------------------------------------------------------------------------
+def _limit(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be > 0")
+    return int(value) if value >= 1 and value.is_integer() else value
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="kotune eval", description="Score a run dir on KoBEST and KLUE STS/YNAT with lm-eval-harness; "
+        "writes results.json and a KIT-19-style results.md (acc and macro F1 per task).")
+    parser.add_argument("run_dir", help="training output_dir (LoRA adapter) or a merged/full model dir")
+    parser.add_argument("--tasks", default=",".join(KIT19_TASKS),
+                        help=f"comma list of {', '.join(TASKS)}, or kit19 | kobest | klue | all "
+                             "(default: the KIT-19 table's six)")
+    parser.add_argument("--num_fewshot", type=int, default=0, help="in-context examples per question (default 0)")
+    parser.add_argument("--limit", type=_limit, default=None,
+                        help="rows per task (or a share < 1): quick checks only, scores are not comparable")
+    parser.add_argument("--out", default=None, help="output folder (default RUN_DIR/eval)")
+    parser.add_argument("--data_dir", default=None,
+                        help="read DIR/<task>/{train,validation,test}.jsonl (Hub columns) instead of the Hub")
+    parser.add_argument("--baseline", default=None,
+                        help="model dir, earlier results.json, or 'base' (the adapter's base): shown beside")
+    parser.add_argument("--base", default=None, help="the adapter's base model, if it moved since training")
+    parser.add_argument("--batch_size", default="8", help="lm-eval batch size, or 'auto' (default 8)")
+    parser.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda when available)")
+    parser.add_argument("--dtype", default="auto", help="auto (the saved dtype), bfloat16, float16, float32")
+    parser.add_argument("--apply_chat_template", action="store_true",
+                        help="wrap each question in the model's chat template (default: plain prompts, as KIT-19)")
+    args = parser.parse_args(argv)
+
+    from kotune.run import setup_logging
+
+    setup_logging()
+    batch = int(args.batch_size) if args.batch_size.isdigit() else args.batch_size
+    evaluate_run(args.run_dir, args.tasks, num_fewshot=args.num_fewshot, limit=args.limit, out_dir=args.out,
+                 data_dir=args.data_dir, baseline=args.baseline, base=args.base, batch_size=batch,
+                 device=args.device, dtype=args.dtype, apply_chat_template=args.apply_chat_template)
+    out = Path(args.out) if args.out else Path(args.run_dir) / "eval"
+    print((out / "results.md").read_text(), end="")
+    return 0

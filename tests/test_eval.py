@@ -1,0 +1,124 @@
+"""`kotune eval`: real lm-eval runs on tiny models over Korean fixture rows (tests/fixtures/eval, the Hub's
+columns), the end-of-SFT hook, the KIT-19-shaped table with a baseline column, and one-line user errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import base_config, run_sft_inprocess, write_config
+from kotune.cli import main as kotune
+from kotune.config import build_config
+from kotune.errors import ConfigError
+from kotune.evaluate import KIT19_TASKS, TASKS, evaluate_run
+
+FIXTURE = Path(__file__).parent / "fixtures" / "eval"
+
+
+@pytest.fixture(scope="module")
+def sft_run(tmp_path_factory, tiny_bases) -> Path:
+    """A tiny LoRA SFT whose config asks for every eval task at the end (2 rows each)."""
+    root = tmp_path_factory.mktemp("eval-sft")
+    cfg = base_config(tiny_bases["gpt_neox"], root / "run", max_steps=4, eval_tasks=["all"], eval_limit=2,
+                      eval_data_dir=str(FIXTURE))
+    assert run_sft_inprocess(write_config(root / "sft.yaml", cfg)) == 0
+    return root / "run"
+
+
+def check_scores(scores: dict, tasks) -> None:
+    assert sorted(scores) == sorted(tasks)
+    for task, row in scores.items():
+        expected = {"acc", "macro_f1"} | ({"acc_norm"} if task == "kobest_hellaswag" else set())
+        assert set(row) == expected, task
+        assert all(0.0 <= v <= 1.0 for v in row.values()), (task, row)
+
+
+def test_sft_hook_writes_results_and_kit19_table(sft_run):
+    record = json.loads((sft_run / "eval" / "results.json").read_text())
+    check_scores(record["tasks"], TASKS)
+    assert record["model_args"]["peft"] == str(sft_run)  # base + adapter, not the base alone
+    assert record["limit"] == 2 and set(record["lm_eval"]["n-samples"]) == set(TASKS)
+    assert all(n["effective"] == 2 for n in record["lm_eval"]["n-samples"].values())
+    table = (sft_run / "eval" / "results.md").read_text()
+    assert table.startswith(f"| Benchmark Dataset | Metric | {sft_run.name} |")
+    for label, _ in TASKS.values():
+        assert f"| {label} | ACC |" in table
+    assert table.count("| F1 (macro) |") == len(TASKS) and table.count("| ACC_Norm |") == 1
+
+
+def test_adapter_beside_its_base_few_shot(sft_run, tmp_path):
+    scores = evaluate_run(sft_run, tasks="kobest_copa,klue_ynat", num_fewshot=1, out_dir=tmp_path,
+                          data_dir=FIXTURE, baseline="base")
+    check_scores(scores, ["kobest_copa", "klue_ynat"])
+    run, base = (json.loads((tmp_path / f).read_text()) for f in ("results.json", "baseline.json"))
+    assert "peft" in run["model_args"] and "peft" not in base["model_args"]
+    assert run["lm_eval"]["n-shot"] == {"kobest_copa": 1, "klue_ynat": 1}
+    assert all(n["effective"] == 4 for n in run["lm_eval"]["n-samples"].values())  # every fixture row
+    header, rule, *rows = (tmp_path / "results.md").read_text().splitlines()
+    assert header == f"| Benchmark Dataset | Metric | {Path(base['model']).name} (base) | {sft_run.name} |"
+    assert rows[0].startswith("| KoBEST_COPA | ACC | ") and rows[2].startswith("| KLUE_YNAT | ACC | ")
+    assert all("%" in cell for row in rows[:4] for cell in row.split("|")[3:5])
+
+
+def test_cli_full_model_dir_with_a_results_json_baseline(sft_run, tiny_bases, tmp_path, capsys):
+    code = kotune(["eval", str(tiny_bases["llama"]), "--tasks", "klue_sts", "--data_dir", str(FIXTURE),
+                   "--out", str(tmp_path), "--baseline", str(sft_run / "eval" / "results.json")])
+    assert code == 0
+    record = json.loads((tmp_path / "results.json").read_text())
+    check_scores(record["tasks"], ["klue_sts"])
+    assert "peft" not in record["model_args"]
+    table = capsys.readouterr().out
+    assert table.startswith(f"| Benchmark Dataset | Metric | {sft_run.name} | {tiny_bases['llama'].name} |")
+    assert "| KLUE_STS | ACC |" in table and "KoBEST" not in table  # only the tasks run in this call
+
+
+def one_line_error(argv: list[str], capsys) -> str:
+    with pytest.raises(SystemExit) as info:
+        kotune(argv)
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and "Traceback" not in err
+    assert err.startswith("kotune: error: ") and err.count("\n") == 1, err
+    return err
+
+
+def test_user_mistakes_get_one_line(sft_run, tmp_path, capsys):
+    assert "does not exist" in one_line_error(["eval", str(tmp_path / "nope")], capsys)
+    err = one_line_error(["eval", str(sft_run), "--tasks", "kobest_cpoa,klue_sts"], capsys)
+    assert "unknown eval task 'kobest_cpoa'" in err and "did you mean 'kobest_copa'" in err
+
+    data = tmp_path / "data"
+    shutil.copytree(FIXTURE, data)
+    (data / "kobest_copa" / "test.jsonl").unlink()  # only train.jsonl left: nothing to score
+    (data / "klue_sts" / "validation.jsonl").write_text('{"sentence1": "하늘이 맑다.", "label": 1}\n')
+    err = one_line_error(["eval", str(sft_run), "--tasks", "kobest_copa,klue_sts", "--data_dir", str(data)], capsys)
+    assert "kobest_copa: no data file" in err and "test.jsonl" in err
+    assert "klue_sts:" in err and "lacks column(s) sentence2, labels" in err
+
+    # No --data_dir and no Hub (HF_HUB_OFFLINE=1): said before any model is loaded, with the fix.
+    err = one_line_error(["eval", str(sft_run), "--tasks", "klue_ynat", "--out", str(tmp_path / "o")], capsys)
+    assert "klue_ynat: its dataset could not be loaded" in err and "--data_dir" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_eval_fields_are_validated_with_the_config(tmp_path, tiny_bases):
+    raw = base_config(tiny_bases["gpt_neox"], tmp_path / "out", eval_tasks=["klue_sst"],
+                      eval_data_dir=str(tmp_path / "missing"))
+    with pytest.raises(ConfigError) as info:
+        build_config(raw)
+    assert any("did you mean 'klue_sts'" in p for p in info.value.problems)
+    raw["eval_tasks"] = "kit19"  # a string (or --eval_tasks=kit19) is one item; aliases expand
+    assert any("eval_data_dir" in p and "does not exist" in p for p in problems(raw))
+    raw["eval_data_dir"] = str(FIXTURE)
+    assert build_config(raw).kotune.eval_tasks == ["kit19"]
+    assert any("end of SFT only" in p for p in problems(raw, kind="dpo"))
+    assert list(KIT19_TASKS) == ["kobest_copa", "kobest_boolq", "kobest_hellaswag", "klue_sts", "kobest_sentineg",
+                                 "klue_ynat"]  # the KIT-19 README table's rows, in its order
+
+
+def problems(raw: dict, **kw) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        build_config(raw, **kw)
+    return info.value.problems
