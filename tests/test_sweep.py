@@ -18,6 +18,7 @@ from conftest import REPO, base_config, subprocess_env, write_config
 from kotune.cli import main as kotune
 from kotune.sweep import expand, is_finished, run_name
 
+EVAL_DATA = REPO / "tests" / "fixtures" / "eval"
 GRID = {"learning_rate": [1.0e-3, 1.0e-2], "lora_r": [4, 8]}
 NAMES = ["lr0.001_r4", "lr0.001_r8", "lr0.01_r4", "lr0.01_r8"]
 
@@ -92,13 +93,14 @@ def test_killed_sweep_reruns_only_what_is_left(tmp_path, tiny_bases):
     assert (out / "summary.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_a_failed_run_is_reported_and_the_rest_still_run(tmp_path, tiny_bases):
+def test_a_failed_run_is_reported_and_the_rest_still_run_and_are_evaluated(tmp_path, tiny_bases):
     bad = tmp_path / "broken.jsonl"
     bad.write_text('{"instruction": "안녕하세요"\n{"이건": 아님}\n', encoding="utf-8")
     good = REPO / "src" / "kotune" / "data" / "sample" / "instructions.jsonl"
     sweep_file = _sweep_file(tmp_path, tiny_bases["gpt_neox"], overrides={"max_steps": 2, "save_strategy": "no"},
                              runs=[{"dataset_mixture.datasets.0.id": str(bad)},
-                                   {"dataset_mixture.datasets.0.id": str(good)}])
+                                   {"dataset_mixture.datasets.0.id": str(good)}],
+                             eval={"tasks": ["kobest_copa"], "data_dir": str(EVAL_DATA), "limit": 4})
     proc = subprocess.run([sys.executable, "-m", "kotune.cli", "sweep", str(sweep_file)], cwd=REPO,
                           env=subprocess_env(), capture_output=True, text=True, timeout=600)
     out = tmp_path / "sweep"
@@ -108,6 +110,10 @@ def test_a_failed_run_is_reported_and_the_rest_still_run(tmp_path, tiny_bases):
     summary = (out / "summary.md").read_text(encoding="utf-8")
     assert "| idbroken.jsonl |" in summary and "| failed |" in summary and "Failures:" in summary
     assert "logs/idbroken.jsonl.log" in summary
+    rows = {r["run"]: r for r in csv.DictReader((out / "summary.csv").open(encoding="utf-8"))}
+    assert 0.0 <= float(rows["idinstructions.jsonl"]["kobest_copa/acc"]) <= 1.0  # lm-eval ran on the finished run
+    assert rows["idbroken.jsonl"]["kobest_copa/acc"] == ""
+    assert (out / "idinstructions.jsonl" / "eval" / "results.md").is_file()
 
 
 @pytest.mark.parametrize("spec, expected", [
@@ -115,6 +121,7 @@ def test_a_failed_run_is_reported_and_the_rest_still_run(tmp_path, tiny_bases):
     ({"grid": {"learning_rat": [1e-4]}}, "learning_rat: unknown key: did you mean 'learning_rate'?"),
     ({"grid": {"learning_rate": 1e-4}}, "grid: must map each key to a non-empty list"),
     ({"runs": [{"lora_r": 8}], "launcher": "torchrun"}, "launcher: must be one of python, accelerate"),
+    ({"runs": [{"lora_r": 8}], "eval": {"task": ["kobest_copa"]}}, "eval.task: unknown eval key: did you mean 'tasks'?"),
 ])
 def test_bad_sweep_files_fail_before_any_run(tmp_path, tiny_bases, capsys, spec, expected):
     sweep_file = _sweep_file(tmp_path, tiny_bases["gpt_neox"], **spec)

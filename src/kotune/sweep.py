@@ -122,6 +122,8 @@ def load_sweep(path: str | Path, cli_overrides: list[str] | None = None) -> Swee
     evaluation = raw.get("eval")
     if evaluation is not None and not isinstance(evaluation, dict):
         problems.append("eval: must be a mapping, e.g. eval: {tasks: [kobest_copa], num_fewshot: 0}")
+    elif evaluation:
+        problems += _eval_problems(evaluation)
     if problems:
         raise ConfigError(problems, str(path))
 
@@ -140,6 +142,18 @@ def load_sweep(path: str | Path, cli_overrides: list[str] | None = None) -> Swee
     for name, overrides in sweep.runs:
         _validate_run(sweep, name, overrides)
     return sweep
+
+
+def _eval_problems(evaluation: dict) -> list[str]:
+    """The eval block's keys are evaluate_run's parameters (the flags of `kotune eval`)."""
+    import inspect
+
+    from kotune.config import _suggest
+    from kotune.evaluate import evaluate_run
+
+    valid = set(inspect.signature(evaluate_run).parameters) - {"run_dir", "out_dir"}
+    return [f"eval.{key}: unknown eval key{_suggest(key, valid)} (valid: {', '.join(sorted(valid))})"
+            for key in evaluation if key not in valid]
 
 
 def _find_base(base: str, sweep_path: Path) -> Path | None:
