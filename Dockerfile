@@ -25,7 +25,8 @@ COPY pyproject.toml constraints.txt README.md ./
 COPY src/ src/
 
 # DeepSpeed's CPU Adam (for ZeRO offload) and fused Adam compiled at build time, not at the first run.
-RUN TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST}" DS_BUILD_CPU_ADAM=1 DS_BUILD_FUSED_ADAM=1 pip install --no-build-isolation -c constraints.txt deepspeed==0.19.8 \
+RUN TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST}" DS_BUILD_CPU_ADAM=1 DS_BUILD_FUSED_ADAM=1 \
+        pip install --no-build-isolation -c constraints.txt deepspeed==0.19.8 \
     && pip install -c constraints.txt -e . \
     && python -c "import kotune, trl, peft, bitsandbytes, deepspeed"
 
