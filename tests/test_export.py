@@ -23,7 +23,7 @@ def sft_run(tmp_path_factory, name: str, base, **extra):
     out = tmp_path_factory.getbasetemp() / "kotune-runs" / name
     if not (out / "adapter_config.json").is_file():
         out.parent.mkdir(parents=True, exist_ok=True)
-        cfg = base_config(base, out, max_steps=4, **extra)
+        cfg = base_config(base, out, **{"max_steps": 4, **extra})
         assert run_sft_inprocess(write_config(out.parent / f"{name}.yaml", cfg)) == 0
     return out
 
@@ -134,6 +134,28 @@ def test_merge_4bit_trained_adapter_equals_what_was_trained(llama_q4_run, tmp_pa
     assert unquantized > 100 * FP32_ATOL
 
 
+def test_merge_8bit_trained_adapter(tiny_bases, tmp_path_factory, tmp_path):
+    """LLM.int8 also quantizes activations in its forward, which no float model reproduces: the merged model (on the
+    dequantized int8 weights) is close to the trained forward, not equal (measured ~3% of the logit range, and closer
+    than the adapter on the original base, ~4%)."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from kotune.generate import trained_model_args
+    from kotune.models import load_base
+
+    run = sft_run(tmp_path_factory, "llama-lora8", tiny_bases["llama"], load_in_8bit=True, max_steps=2)
+    out = tmp_path / "merged"
+    assert kotune(["merge", str(run), "--out", str(out)]) == 0
+    assert "quantization_config" not in json.loads((out / "config.json").read_text())
+    tok = AutoTokenizer.from_pretrained(out)
+    args = trained_model_args(run)
+    want = logits(PeftModel.from_pretrained(load_base(args.model_name_or_path, args, _Cpu, tok), run), tok)
+    rel = ((logits(AutoModelForCausalLM.from_pretrained(out), tok) - want).abs().max() / want.abs().max()).item()
+    print(f"8-bit merge: max |logit diff| / max |logit| vs the int8 forward = {rel:.3f}")
+    assert rel < 0.1
+
+
 class _Cpu:
     use_cpu = True
 
@@ -158,7 +180,7 @@ def test_merge_dtype_bf16(neox_run, tmp_path):
 def test_merge_a_chain_of_adapters(neox_run, tmp_path):
     """An adapter trained on top of another adapter dir (its base_model_name_or_path is that dir) is merged as a
     chain: inner adapter into the base, then the outer one."""
-    from peft import LoraConfig, PeftModel, get_peft_model
+    from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from kotune.generate import load_for_inference
@@ -183,7 +205,6 @@ def test_merge_a_chain_of_adapters(neox_run, tmp_path):
     assert (got - want).abs().max() < FP32_ATOL
     info = json.loads((out / "merge_info.json").read_text())
     assert info["adapters"] == [str(neox_run), str(outer_dir)]
-    assert isinstance(outer, PeftModel)
 
 
 def _user_error(capsys, *argv) -> str:
@@ -203,7 +224,12 @@ def test_merge_user_errors_write_nothing(neox_run, tmp_path, capsys):
     empty.mkdir()
     assert "neither an adapter" in _user_error(capsys, "merge", str(empty), "--out", str(out))
     assert "--out" in _user_error(capsys, "merge", str(neox_run), "--out", str(neox_run / "merged"))
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty"]  # nothing written
+    moved = tmp_path / "moved"  # an adapter whose base is gone (e.g. a relative path, run from elsewhere)
+    moved.mkdir()
+    cfg = json.loads((neox_run / "adapter_config.json").read_text())
+    (moved / "adapter_config.json").write_text(json.dumps(dict(cfg, base_model_name_or_path="runs/no-such-base")))
+    assert "runs/no-such-base" in _user_error(capsys, "merge", str(moved), "--out", str(out))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "moved"]  # nothing written
 
     full = tmp_path / "full"
     assert kotune(["merge", str(neox_run), "--out", str(full)]) == 0
@@ -213,7 +239,7 @@ def test_merge_user_errors_write_nothing(neox_run, tmp_path, capsys):
     assert (full / "model.safetensors").stat().st_mtime_ns == first
     assert kotune(["merge", str(neox_run), "--out", str(full), "--overwrite"]) == 0
     assert (full / "model.safetensors").stat().st_mtime_ns != first
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "full"]  # no temp or old dirs left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "full", "moved"]  # no temp or old dirs left
 
 
 def test_merge_help(capsys):

@@ -55,9 +55,8 @@ def check_paths(adapter_dir: Path, out: Path, overwrite: bool) -> None:
 def merge(adapter_dir: str | Path, out: str | Path, dtype: str | None = None, overwrite: bool = False) -> Path:
     """Merge `adapter_dir` into its base and save the full model in `out`; returns `out`."""
     import torch
-    from transformers import AutoTokenizer
 
-    from kotune.generate import adapter_chain, load_adapted, saved_dtype
+    from kotune.generate import adapter_chain, load_adapted, load_run_tokenizer, saved_dtype
     from kotune.models import sync_special_tokens
 
     adapter_dir, out = Path(adapter_dir), Path(out)
@@ -66,7 +65,7 @@ def merge(adapter_dir: str | Path, out: str | Path, dtype: str | None = None, ov
     target = getattr(torch, DTYPE_NAMES[dtype]) if dtype else saved_dtype(chain[0])
     logger.info("merging %s into %s as %s", " + ".join(str(p) for p in chain[1:]), chain[0], target)
 
-    tokenizer = AutoTokenizer.from_pretrained(adapter_dir)  # carries the chat template training used
+    tokenizer = load_run_tokenizer(adapter_dir)  # carries the chat template training used
     merged = load_adapted(adapter_dir, tokenizer, target).merge_and_unload(safe_merge=True)
     sync_special_tokens(merged, tokenizer)
     merged.config.use_cache = True

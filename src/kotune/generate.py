@@ -50,9 +50,12 @@ def trained_model_args(run_dir: str | Path):
 
 def saved_dtype(model_dir: str | Path) -> torch.dtype:
     """The dtype a model dir's config.json records (float32 when it records none)."""
-    from transformers import AutoConfig
+    from kotune.models import load_model_config
 
-    dtype = getattr(AutoConfig.from_pretrained(model_dir), "dtype", None)
+    try:
+        dtype = getattr(load_model_config(str(model_dir)), "dtype", None)
+    except KotuneError as err:
+        raise KotuneError(f"cannot read the base model's config: {err}") from None
     if isinstance(dtype, str):
         dtype = getattr(torch, dtype, None)
     return dtype if isinstance(dtype, torch.dtype) else torch.float32
@@ -86,8 +89,6 @@ def load_adapted(run_dir: str | Path, tokenizer, dtype: torch.dtype):
 
     chain = adapter_chain(run_dir)
     base, adapters = chain[0], chain[1:]
-    if isinstance(base, Path) and (base / "adapter_config.json").is_file():
-        raise KotuneError(f"'{base}' is an adapter dir whose base could not be resolved")
     args = trained_model_args(run_dir)
     quantized = bool(args.load_in_4bit or args.load_in_8bit)
     if not quantized:
@@ -97,13 +98,13 @@ def load_adapted(run_dir: str | Path, tokenizer, dtype: torch.dtype):
     except KotuneError as err:
         raise KotuneError(f"{run_dir}: cannot load the base named in adapter_config.json: {err}") from None
     if quantized:
-        bits = "4-bit" if args.load_in_4bit else "8-bit"
+        bits = f"4-bit {args.bnb_4bit_quant_type}" if args.load_in_4bit else "8-bit"
         model = model.dequantize(dtype=dtype)
-        logger.info("base loaded %s as trained (%s), dequantized to %s", bits, args.bnb_4bit_quant_type, dtype)
+        logger.info("base loaded %s as trained, dequantized to %s", bits, dtype)
     model = model.to(dtype)
     for i, adapter in enumerate(adapters):
         try:
-            model = PeftModel.from_pretrained(model, adapter)
+            model = PeftModel.from_pretrained(model, str(adapter))
         except (OSError, ValueError, RuntimeError) as err:
             raise KotuneError(f"cannot load the adapter in '{adapter}': {err}") from None
         if i < len(adapters) - 1:
@@ -118,12 +119,29 @@ class _CpuOnly:
     use_cpu = True
 
 
+def load_run_tokenizer(run_dir: str | Path):
+    """The tokenizer saved with the run (it carries the training chat template); for an adapter saved without one,
+    the nearest one down its chain, with a warning."""
+    from transformers import AutoTokenizer
+
+    chain = adapter_chain(run_dir) if run_kind(run_dir) == "adapter" else [Path(run_dir)]
+    for source in reversed(chain):
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(source)
+        except (OSError, ValueError):
+            continue
+        if source != chain[-1]:
+            logger.warning("'%s' holds no tokenizer: using the one in '%s'", run_dir, source)
+        return tokenizer
+    raise KotuneError(f"no tokenizer found in '{run_dir}' or its base")
+
+
 def load_for_inference(run_dir: str | Path, dtype: torch.dtype = torch.float32, device: str | None = None):
     """(model, tokenizer) from an output dir: a LoRA adapter on its base as trained, a merged or a full model."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     kind = run_kind(run_dir)
-    tokenizer = AutoTokenizer.from_pretrained(run_dir)
+    tokenizer = load_run_tokenizer(run_dir)
     if kind == "adapter":
         model = load_adapted(run_dir, tokenizer, dtype)
     else:
