@@ -75,6 +75,14 @@ def test_cli_full_model_dir_with_a_results_json_baseline(sft_run, tiny_bases, tm
     assert "| KLUE_STS | ACC |" in table and "KoBEST" not in table  # only the tasks run in this call
 
 
+def test_chat_template_prompts(sft_run, tmp_path):
+    """--apply_chat_template wraps each question in the template training saved (chat_template.jinja)."""
+    scores = evaluate_run(sft_run, tasks="kobest_sentineg", limit=2, out_dir=tmp_path, data_dir=FIXTURE,
+                          apply_chat_template=True)
+    check_scores(scores, ["kobest_sentineg"])
+    assert json.loads((tmp_path / "results.json").read_text())["apply_chat_template"] is True
+
+
 def one_line_error(argv: list[str], capsys) -> str:
     with pytest.raises(SystemExit) as info:
         kotune(argv)
@@ -96,6 +104,9 @@ def test_user_mistakes_get_one_line(sft_run, tmp_path, capsys):
     err = one_line_error(["eval", str(sft_run), "--tasks", "kobest_copa,klue_sts", "--data_dir", str(data)], capsys)
     assert "kobest_copa: no data file" in err and "test.jsonl" in err
     assert "klue_sts:" in err and "lacks column(s) sentence2, labels" in err
+
+    err = one_line_error(["eval", str(sft_run), "--baseline", "base", "--apply_chat_template"], capsys)
+    assert "has no chat template" in err  # the raw base has none; said before loading anything
 
     # No --data_dir and no Hub (HF_HUB_OFFLINE=1): said before any model is loaded, with the fix.
     err = one_line_error(["eval", str(sft_run), "--tasks", "klue_ynat", "--out", str(tmp_path / "o")], capsys)

@@ -180,12 +180,13 @@ def task_manager(tasks: list[str], data_dir: str | Path | None, workdir: Path):
         index_log.setLevel(level)
 
 
-def _check_datasets(manager, tasks: list[str]) -> None:
-    """Load every task's data before the model, so a missing dataset fails in seconds with the fix."""
-    problems = []
+def load_tasks(manager, tasks: list[str]) -> list:
+    """lm-eval Task objects, data loaded before any model, so a missing dataset fails in seconds with the fix.
+    (simple_evaluate takes the objects as they are: each dataset is read once.)"""
+    problems, loaded = [], []
     for task in tasks:
         try:
-            manager.load([task])
+            loaded.append(manager.load([task])["tasks"][task])
         except (ConnectionError, FileNotFoundError) as err:
             problems.append(f"{task}: its dataset could not be loaded ({str(err).splitlines()[0]})")
         except Exception as err:  # noqa: BLE001 - datasets raises many types for unreadable files
@@ -195,9 +196,10 @@ def _check_datasets(manager, tasks: list[str]) -> None:
     if problems:
         raise KotuneError("; ".join(problems) + ". Without the Hub, give --data_dir DIR with "
                           "DIR/<task>/test.jsonl (or validation.jsonl) in the Hub dataset's columns")
+    return loaded
 
 
-def run_lm_eval(model_args: dict[str, str], tasks: list[str], manager, num_fewshot: int, limit: float | None,
+def run_lm_eval(model_args: dict[str, str], tasks: list, manager, num_fewshot: int, limit: float | None,
                 batch_size: int | str = 8, device: str | None = None, dtype: str = "auto",
                 apply_chat_template: bool = False) -> dict[str, Any]:
     """One `lm_eval.simple_evaluate` call; returns lm-eval's result dict. (0-shot is passed as None: the
@@ -206,7 +208,7 @@ def run_lm_eval(model_args: dict[str, str], tasks: list[str], manager, num_fewsh
     import torch
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    logger.info("lm-eval: %s on %s (%d-shot%s)", ", ".join(tasks), model_args,
+    logger.info("lm-eval: %s on %s (%d-shot%s)", ", ".join(t.task_name for t in tasks), model_args,
                 num_fewshot, f", limit {limit}" if limit else "")
     return lm_eval.simple_evaluate(model="hf", model_args={**model_args, "dtype": dtype}, tasks=tasks,
                                    task_manager=manager, num_fewshot=num_fewshot or None, limit=limit,
@@ -227,10 +229,11 @@ def scores_of(raw: dict[str, Any]) -> dict[str, dict[str, float]]:
     return out
 
 
-def _record(model: str, model_args: dict, scores: dict, raw: dict, num_fewshot: int, limit) -> dict[str, Any]:
+def _record(model: str, model_args: dict, scores: dict, raw: dict, num_fewshot: int, limit,
+            chat: bool) -> dict[str, Any]:
     keep = ("results", "configs", "versions", "n-shot", "n-samples", "higher_is_better", "lm_eval_version")
-    return {"model": model, "model_args": model_args, "num_fewshot": num_fewshot, "limit": limit, "tasks": scores,
-            "lm_eval": {k: raw[k] for k in keep if k in raw}}
+    return {"model": model, "model_args": model_args, "num_fewshot": num_fewshot, "limit": limit,
+            "apply_chat_template": chat, "tasks": scores, "lm_eval": {k: raw[k] for k in keep if k in raw}}
 
 
 # --- the table -----------------------------------------------------------------------------------------------
@@ -282,22 +285,27 @@ def evaluate_run(run_dir: str | Path, tasks: str | list[str] | None = None, num_
             baseline_scores = json.loads(Path(baseline).read_text()).get("tasks") or {}
         else:
             baseline_args = model_args_for(baseline)
+    if apply_chat_template:
+        for args in filter(None, (model_args, baseline_args)):
+            if not _has_chat_template(args["tokenizer"]):
+                raise KotuneError(f"--apply_chat_template: the tokenizer in {args['tokenizer']} has no chat template "
+                                  "(train with kotune, which saves one, or drop the flag)")
     out = Path(out_dir) if out_dir else Path(run_dir) / "eval"
 
     with tempfile.TemporaryDirectory(prefix="kotune-eval-") as work:
         manager = task_manager(names, data_dir, Path(work))
-        _check_datasets(manager, names)
-        raw = run_lm_eval(model_args, names, manager, num_fewshot, limit, batch_size, device, dtype,
+        loaded = load_tasks(manager, names)
+        raw = run_lm_eval(model_args, loaded, manager, num_fewshot, limit, batch_size, device, dtype,
                           apply_chat_template)
         scores = scores_of(raw)
-        record = _record(str(run_dir), model_args, scores, raw, num_fewshot, limit)
+        record = _record(str(run_dir), model_args, scores, raw, num_fewshot, limit, apply_chat_template)
         base_record = None
         if baseline_args is not None:
-            base_raw = run_lm_eval(baseline_args, names, manager, num_fewshot, limit, batch_size, device, dtype,
+            base_raw = run_lm_eval(baseline_args, loaded, manager, num_fewshot, limit, batch_size, device, dtype,
                                    apply_chat_template)
             baseline_scores = scores_of(base_raw)
             base_record = _record(baseline_args["pretrained"], baseline_args, baseline_scores, base_raw,
-                                  num_fewshot, limit)
+                                  num_fewshot, limit, apply_chat_template)
 
     from lm_eval.utils import handle_non_serializable
 
@@ -316,6 +324,15 @@ def evaluate_run(run_dir: str | Path, tasks: str | list[str] | None = None, num_
     (out / "results.md").write_text(markdown_table(columns, note))
     logger.info("eval results: %s, %s", out / "results.json", out / "results.md")
     return scores
+
+
+def _has_chat_template(tokenizer_dir: str) -> bool:
+    path = Path(tokenizer_dir)
+    if not path.is_dir():
+        return True  # a Hub id: lm-eval will say
+    config = path / "tokenizer_config.json"
+    return (path / "chat_template.jinja").is_file() or (
+        config.is_file() and bool(json.loads(config.read_text()).get("chat_template")))
 
 
 def _label(baseline, model_args: dict) -> str:
