@@ -28,7 +28,6 @@ Python API (sweeps call this; it raises KotuneError for user mistakes)::
 from __future__ import annotations
 
 import argparse
-import difflib
 import json
 import logging
 import tempfile
@@ -36,54 +35,15 @@ from pathlib import Path
 from typing import Any
 
 from kotune.errors import KotuneError
+from kotune.eval_tasks import KIT19_TASKS, TASKS, TASKS_DIR, eval_split_files, local_task_dir, resolve_tasks
+
+__all__ = ["KIT19_TASKS", "TASKS", "evaluate_run", "main", "resolve_tasks"]
 
 logger = logging.getLogger("kotune.evaluate")
-
-TASKS_DIR = Path(__file__).with_name("eval_tasks")
-# name → (label in the table, columns a local row needs: the Hub dataset's layout)
-TASKS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "kobest_copa": ("KoBEST_COPA", ("premise", "question", "alternative_1", "alternative_2", "label")),
-    "kobest_boolq": ("KoBEST_BoolQ", ("paragraph", "question", "label")),
-    "kobest_hellaswag": ("KoBEST_HellaSwag", ("context", "ending_1", "ending_2", "ending_3", "ending_4", "label")),
-    "klue_sts": ("KLUE_STS", ("sentence1", "sentence2", "labels")),
-    "kobest_sentineg": ("KoBEST_SentiNeg", ("sentence", "label")),
-    "klue_ynat": ("KLUE_YNAT", ("title", "label")),
-    "kobest_wic": ("KoBEST_WiC", ("word", "context_1", "context_2", "label")),
-}
-KIT19_TASKS = ("kobest_copa", "kobest_boolq", "kobest_hellaswag", "klue_sts", "kobest_sentineg", "klue_ynat")
-ALIASES = {
-    "kit19": KIT19_TASKS,
-    "kobest": ("kobest_boolq", "kobest_copa", "kobest_hellaswag", "kobest_sentineg", "kobest_wic"),
-    "klue": ("klue_sts", "klue_ynat"),
-    "all": tuple(TASKS),
-}
 METRICS = (("acc", "ACC"), ("acc_norm", "ACC_Norm"), ("macro_f1", "F1 (macro)"))
-SPLITS = {"train": "training_split", "validation": "validation_split", "test": "test_split"}  # file → lm-eval key
 
 
 # --- what to run ---------------------------------------------------------------------------------------------
-def resolve_tasks(tasks: str | list[str] | tuple[str, ...] | None) -> list[str]:
-    """Task names in table order. Accepts a comma list or a list; `kit19`, `kobest`, `klue`, `all` expand."""
-    if tasks is None:
-        return list(KIT19_TASKS)
-    items = tasks.split(",") if isinstance(tasks, str) else [p for t in tasks for p in str(t).split(",")]
-    names, problems = [], []
-    for item in (i.strip() for i in items):
-        if not item:
-            continue
-        if item in ALIASES or item in TASKS:
-            names += [n for n in ALIASES.get(item, (item,)) if n not in names]
-            continue
-        near = difflib.get_close_matches(item, [*TASKS, *ALIASES], n=1, cutoff=0.6)
-        hint = f": did you mean '{near[0]}'?" if near else f" (known: {', '.join([*TASKS, *ALIASES])})"
-        problems.append(f"unknown eval task '{item}'{hint}")
-    if problems:
-        raise KotuneError("; ".join(problems))
-    if not names:
-        raise KotuneError(f"no eval tasks given; choose from {', '.join([*TASKS, *ALIASES])}")
-    return sorted(names, key=list(TASKS).index)
-
-
 def model_args_for(model_dir: str | Path, base: str | None = None) -> dict[str, str]:
     """lm-eval `hf` model_args for a run dir: `pretrained=BASE,peft=DIR` for an adapter, else `pretrained=DIR`.
     The tokenizer comes from the run dir when it saved one (it carries the chat template and pad token)."""
@@ -102,54 +62,6 @@ def model_args_for(model_dir: str | Path, base: str | None = None) -> dict[str, 
     if (path / "config.json").is_file():
         return {"pretrained": str(path), "tokenizer": tokenizer or str(path)}
     raise KotuneError(f"'{model_dir}' holds neither adapter_config.json (a LoRA run) nor config.json (a model)")
-
-
-def _eval_split_files(task: str, data_dir: Path) -> tuple[dict[str, str], list[str]]:
-    """DIR/<task>/{train,validation,test}.jsonl (or .json) that exist, and the problems found."""
-    task_dir = data_dir / task
-    files = {}
-    for split in SPLITS:
-        for ext in (".jsonl", ".json"):
-            if (task_dir / f"{split}{ext}").is_file():
-                files[split] = str(task_dir / f"{split}{ext}")
-                break
-    if "validation" not in files and "test" not in files:
-        return files, [f"{task}: no data file: expected {task_dir}/test.jsonl or {task_dir}/validation.jsonl "
-                       f"(optionally train.jsonl for few-shot), rows with {', '.join(TASKS[task][1])}"]
-    eval_file = Path(files.get("test", files.get("validation")))
-    first = next((line for line in eval_file.read_text(encoding="utf-8").splitlines() if line.strip()), "")
-    try:
-        row = json.loads(first) if eval_file.suffix == ".jsonl" else json.loads(eval_file.read_text())[0]
-    except (ValueError, IndexError, KeyError) as err:
-        return files, [f"{task}: {eval_file} is not JSON Lines rows ({err})"]
-    missing = [c for c in TASKS[task][1] if c not in row]
-    if missing:
-        return files, [f"{task}: {eval_file} lacks column(s) {', '.join(missing)} (the Hub dataset's layout)"]
-    return files, []
-
-
-def local_task_dir(tasks: list[str], data_dir: str | Path, into: Path) -> Path:
-    """Write one YAML per task into `into` that includes the real task and reads data_dir's files instead."""
-    import lm_eval
-
-    data_dir = Path(data_dir).expanduser().resolve()
-    if not data_dir.is_dir():
-        raise KotuneError(f"data_dir '{data_dir}' does not exist")
-    kobest = Path(lm_eval.__file__).parent / "tasks" / "kobest"
-    problems = []
-    for task in tasks:
-        files, found = _eval_split_files(task, data_dir)
-        problems += found
-        if found:
-            continue
-        source = (kobest if task.startswith("kobest_") else TASKS_DIR) / f"{task}.yaml"
-        cfg = {"include": str(source), "task": task, "dataset_path": "json", "dataset_name": None,
-               "dataset_kwargs": {"data_files": files},
-               **{key: split if split in files else None for split, key in SPLITS.items()}}
-        (into / f"{task}.yaml").write_text(json.dumps(cfg, ensure_ascii=False, indent=1))  # JSON is valid YAML
-    if problems:
-        raise KotuneError("--data_dir: " + "; ".join(problems))
-    return into
 
 
 # --- running lm-eval -----------------------------------------------------------------------------------------
@@ -273,18 +185,7 @@ def evaluate_run(run_dir: str | Path, tasks: str | list[str] | None = None, num_
     model_args = model_args_for(run_dir, base)
     if num_fewshot < 0:
         raise KotuneError(f"num_fewshot must be >= 0, got {num_fewshot}")
-    baseline_args = baseline_scores = None
-    if baseline is not None:
-        if str(baseline) == "base" and not Path("base").exists():
-            if "peft" not in model_args:
-                raise KotuneError("--baseline base needs an adapter run dir (a full model has no base to compare)")
-            baseline_args = model_args_for(model_args["pretrained"])
-        elif str(baseline).endswith(".json"):
-            if not Path(baseline).is_file():
-                raise KotuneError(f"baseline results '{baseline}' do not exist")
-            baseline_scores = json.loads(Path(baseline).read_text()).get("tasks") or {}
-        else:
-            baseline_args = model_args_for(baseline)
+    baseline_args, baseline_scores, baseline_label = _baseline(baseline, model_args, num_fewshot, limit)
     if apply_chat_template:
         for args in filter(None, (model_args, baseline_args)):
             if not _has_chat_template(args["tokenizer"]):
@@ -317,7 +218,7 @@ def evaluate_run(run_dir: str | Path, tasks: str | list[str] | None = None, num_
     elif baseline is not None:
         record["baseline"] = str(baseline)
     (out / "results.json").write_text(dump(record))
-    columns = [(_label(baseline, model_args), baseline_scores)] if baseline_scores is not None else []
+    columns = [(baseline_label, baseline_scores)] if baseline_scores is not None else []
     columns.append((Path(run_dir).resolve().name, scores))
     note = (f"{num_fewshot}-shot, lm-eval {raw.get('lm_eval_version', '')}, "
             f"rows per task: {', '.join(f'{t} {n}' for t, n in _rows(raw).items())}")
@@ -335,11 +236,26 @@ def _has_chat_template(tokenizer_dir: str) -> bool:
         config.is_file() and bool(json.loads(config.read_text()).get("chat_template")))
 
 
-def _label(baseline, model_args: dict) -> str:
-    if str(baseline) == "base" and "peft" in model_args:
-        return Path(model_args["pretrained"]).name + " (base)"
-    path = Path(str(baseline))
-    return path.parent.parent.name if path.name == "results.json" else path.name
+def _baseline(baseline, model_args: dict, num_fewshot: int, limit) -> tuple[dict | None, dict | None, str]:
+    """(model_args to evaluate, or scores already known, and the column label) for --baseline."""
+    if baseline is None:
+        return None, None, ""
+    if str(baseline) == "base" and not Path("base").exists():
+        if "peft" not in model_args:
+            raise KotuneError("--baseline base needs an adapter run dir (a full model has no base to compare)")
+        return model_args_for(model_args["pretrained"]), None, Path(model_args["pretrained"]).name + " (base)"
+    if str(baseline).endswith(".json"):
+        if not Path(baseline).is_file():
+            raise KotuneError(f"baseline results '{baseline}' do not exist")
+        record = json.loads(Path(baseline).read_text())
+        scores = record["tasks"] if "tasks" in record else scores_of(record) if "results" in record else None
+        if scores is None:
+            raise KotuneError(f"'{baseline}' is neither a kotune eval results.json nor lm-eval's results JSON")
+        if (record.get("num_fewshot"), record.get("limit")) not in ((num_fewshot, limit), (None, None)):
+            logger.warning("baseline %s was scored with num_fewshot=%s, limit=%s; this run: %s, %s", baseline,
+                           record.get("num_fewshot"), record.get("limit"), num_fewshot, limit)
+        return None, scores, Path(record.get("model") or Path(baseline).stem).name
+    return model_args_for(baseline), None, Path(baseline).resolve().name
 
 
 def _rows(raw: dict) -> dict[str, int]:
@@ -359,7 +275,7 @@ def eval_config_problems(kind: str, tasks: Any, data_dir: Any, check_paths: bool
         return []
     if not Path(data_dir).expanduser().is_dir():
         return [f"eval_data_dir: '{data_dir}' does not exist"]
-    return [f"eval_data_dir: {p}" for t in names for p in _eval_split_files(t, Path(data_dir).expanduser())[1]]
+    return [f"eval_data_dir: {p}" for t in names for p in eval_split_files(t, Path(data_dir).expanduser())[1]]
 
 
 def evaluate_after_training(kot, output_dir: str) -> dict[str, dict[str, float]]:
