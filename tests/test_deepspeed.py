@@ -130,13 +130,16 @@ def test_zero3_full_finetune_gathers_weights_and_resumes(tiny_bases, tmp_path):
 
 
 @pytest.mark.slow
-def test_zero3_offload_trains(tiny_bases, tmp_path):
-    """Optimizer and parameters on CPU. DeepSpeed builds its CPU Adam with gcc on first use (~2.5 min); even with
-    the build cached the test takes ~72 s on 2 cores, hence `slow`."""
-    out = ds_run(tiny_bases, tmp_path, "offload", "zero3_offload")
+def test_zero3_offload_trains_qlora(tiny_bases, tmp_path):
+    """Optimizer and parameters on CPU with a 4-bit base and checkpointing: the most memory-frugal recipe.
+    DeepSpeed builds its CPU Adam with gcc on first use (~2.5 min); even with the build cached the test takes
+    55-72 s on 2 shared cores, and CI starts with a cold cache, hence `slow`."""
+    out = ds_run(tiny_bases, tmp_path, "offload", "zero3_offload", load_in_4bit=True, gradient_checkpointing=True)
     losses = curve(out)
-    assert losses[-1] < losses[0]
-    assert all(t.numel() > 0 for t in load_file(out / "adapter_model.safetensors").values())
+    assert all(math.isfinite(x) for x in losses) and losses[-1] < losses[0]
+    adapter = load_file(out / "adapter_model.safetensors")
+    assert adapter and all(t.numel() > 0 for t in adapter.values())
+    assert all(t.abs().sum() > 0 for k, t in adapter.items() if "lora_B" in k)
 
 
 def test_accelerate_zero3_config_trains(tiny_bases, tmp_path):
