@@ -124,6 +124,9 @@ def test_eval_fields_are_validated_with_the_config(tmp_path, tiny_bases):
     assert any("eval_data_dir" in p and "does not exist" in p for p in problems(raw))
     raw["eval_data_dir"] = str(FIXTURE)
     assert build_config(raw).kotune.eval_tasks == ["kit19"]
+    raw.update(eval_baseline="base", use_peft=False)  # a full fine-tune has no base to compare with
+    assert any("eval_baseline" in p for p in problems(raw))
+    raw.update(eval_baseline="base", use_peft=True)
     assert any("end of SFT only" in p for p in problems(raw, kind="dpo"))
     assert list(KIT19_TASKS) == ["kobest_copa", "kobest_boolq", "kobest_hellaswag", "klue_sts", "kobest_sentineg",
                                  "klue_ynat"]  # the KIT-19 README table's rows, in its order

@@ -583,7 +583,8 @@ def _cross_check(user: dict, model: dict, train: dict, kind: str, problems: list
     if user.get("eval_tasks"):
         from kotune.evaluate import eval_config_problems
 
-        problems += eval_config_problems(kind, user["eval_tasks"], user.get("eval_data_dir"), check_paths)
+        problems += eval_config_problems(kind, user["eval_tasks"], user.get("eval_data_dir"), check_paths,
+                                         user.get("eval_baseline"), bool(model.get("use_peft")))
     if train.get("max_length") is not None and train["max_length"] < 8:
         problems.append("max_length: must be at least 8 tokens")
     if kind == "sft" and user.get("max_prompt_length") is not None:

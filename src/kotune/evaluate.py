@@ -263,7 +263,8 @@ def _rows(raw: dict) -> dict[str, int]:
 
 
 # --- end of training -----------------------------------------------------------------------------------------
-def eval_config_problems(kind: str, tasks: Any, data_dir: Any, check_paths: bool = True) -> list[str]:
+def eval_config_problems(kind: str, tasks: Any, data_dir: Any, check_paths: bool = True, baseline: Any = None,
+                         use_peft: bool = True) -> list[str]:
     """Config validation of the eval_* fields, before any training (no lm-eval import: stays fast)."""
     if kind != "sft":
         return [f"eval_tasks: evaluation runs at the end of SFT only; after {kind}, run `kotune eval OUTPUT_DIR`"]
@@ -271,11 +272,19 @@ def eval_config_problems(kind: str, tasks: Any, data_dir: Any, check_paths: bool
         names = resolve_tasks(tasks if isinstance(tasks, (str, list)) else str(tasks))
     except KotuneError as err:
         return [f"eval_tasks: {err}"]
-    if not (check_paths and isinstance(data_dir, str)):
-        return []
-    if not Path(data_dir).expanduser().is_dir():
-        return [f"eval_data_dir: '{data_dir}' does not exist"]
-    return [f"eval_data_dir: {p}" for t in names for p in eval_split_files(t, Path(data_dir).expanduser())[1]]
+    problems = []
+    if baseline == "base" and not use_peft:
+        problems.append("eval_baseline: 'base' compares an adapter with its base; a full fine-tune has none "
+                        "(give the base model's dir instead)")
+    elif check_paths and isinstance(baseline, str) and baseline != "base" and not Path(baseline).expanduser().exists():
+        problems.append(f"eval_baseline: '{baseline}' does not exist")
+    if check_paths and isinstance(data_dir, str):
+        if not Path(data_dir).expanduser().is_dir():
+            problems.append(f"eval_data_dir: '{data_dir}' does not exist")
+        else:
+            problems += [f"eval_data_dir: {p}" for t in names
+                         for p in eval_split_files(t, Path(data_dir).expanduser())[1]]
+    return problems
 
 
 def evaluate_after_training(kot, output_dir: str) -> dict[str, dict[str, float]]:
