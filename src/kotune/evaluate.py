@@ -114,16 +114,18 @@ def load_tasks(manager, tasks: list[str]) -> list:
 def run_lm_eval(model_args: dict[str, str], tasks: list, manager, num_fewshot: int, limit: float | None,
                 batch_size: int | str = 8, device: str | None = None, dtype: str = "auto",
                 apply_chat_template: bool = False) -> dict[str, Any]:
-    """One `lm_eval.simple_evaluate` call; returns lm-eval's result dict. (0-shot is passed as None: the
-    tasks' own default, which is 0, without lm-eval's "overwriting num_fewshot" warning per task.)"""
+    """One `lm_eval.simple_evaluate` call; returns lm-eval's result dict. (num_fewshot is passed as None when
+    the tasks already have it, e.g. 0 by default: same run, without a warning per task from lm-eval.)"""
     import lm_eval
     import torch
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    set_already = all((t.get_config("num_fewshot") or 0) == num_fewshot for t in tasks)  # 2nd model, same tasks
+    shots = None if set_already else num_fewshot
     logger.info("lm-eval: %s on %s (%d-shot%s)", ", ".join(t.task_name for t in tasks), model_args,
                 num_fewshot, f", limit {limit}" if limit else "")
     return lm_eval.simple_evaluate(model="hf", model_args={**model_args, "dtype": dtype}, tasks=tasks,
-                                   task_manager=manager, num_fewshot=num_fewshot or None, limit=limit,
+                                   task_manager=manager, num_fewshot=shots, limit=limit,
                                    batch_size=batch_size, device=device, log_samples=False,
                                    apply_chat_template=apply_chat_template)
 
@@ -151,7 +153,7 @@ def _record(model: str, model_args: dict, scores: dict, raw: dict, num_fewshot: 
 # --- the table -----------------------------------------------------------------------------------------------
 def markdown_table(columns: list[tuple[str, dict[str, dict[str, float]]]], note: str = "") -> str:
     """KIT-19-style table: one block per task, rows ACC / ACC_Norm / F1 (macro), a column per model (the
-    evaluated one last), the best value of each row in bold when there is more than one column."""
+    evaluated one last), the best value of each row in bold unless all columns tie."""
     lines = ["| Benchmark Dataset | Metric | " + " | ".join(name for name, _ in columns) + " |",
              "|---|---|" + "---|" * len(columns)]
     tasks = [t for t in TASKS if t in columns[-1][1]]  # the last column's tasks: a baseline may have more
@@ -161,8 +163,9 @@ def markdown_table(columns: list[tuple[str, dict[str, dict[str, float]]]], note:
             values = [scores.get(task, {}).get(key) for _, scores in columns]
             if all(v is None for v in values):
                 continue
-            best = max(v for v in values if v is not None)
-            cells = ["–" if v is None else (f"**{v:.2%}**" if len(columns) > 1 and v == best else f"{v:.2%}")
+            known = [v for v in values if v is not None]
+            best = max(known) if len(set(known)) > 1 else None  # no bold when every column ties
+            cells = ["–" if v is None else (f"**{v:.2%}**" if v == best else f"{v:.2%}")
                      for v in values]
             lines.append(f"| {TASKS[task][0] if first else ''} | {label} | " + " | ".join(cells) + " |")
             first = False
