@@ -136,3 +136,12 @@ def problems(raw: dict, **kw) -> list[str]:
     with pytest.raises(ConfigError) as info:
         build_config(raw, **kw)
     return info.value.problems
+
+
+def test_table_bolds_the_better_model_only():
+    from kotune.evaluate import markdown_table
+
+    table = markdown_table([("base", {"klue_sts": {"acc": 0.5, "macro_f1": 0.4}}),
+                            ("run", {"klue_sts": {"acc": 0.5, "macro_f1": 0.6}, "klue_ynat": {"acc": 0.25}})])
+    assert table.splitlines()[2:] == ["| KLUE_STS | ACC | 50.00% | 50.00% |", "|  | F1 (macro) | 40.00% | **60.00%** |",
+                                      "| KLUE_YNAT | ACC | – | 25.00% |"]
