@@ -97,8 +97,8 @@ def _write_info(path: Path, chain: list, dtype) -> None:
 
     args = trained_model_args(chain[-1])
     write_json(path / "merge_info.json", {
-        "base": str(chain[0]),
-        "adapters": [str(p) for p in chain[1:]],
+        "base": str(chain[0].resolve()) if isinstance(chain[0], Path) else chain[0],
+        "adapters": [str(Path(p).resolve()) for p in chain[1:]],
         "dtype": str(dtype).removeprefix("torch."),
         "trained_quantization": "4-bit" if args.load_in_4bit else "8-bit" if args.load_in_8bit else None,
         "versions": package_versions(),

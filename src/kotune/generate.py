@@ -50,12 +50,14 @@ def trained_model_args(run_dir: str | Path):
 
 def saved_dtype(model_dir: str | Path) -> torch.dtype:
     """The dtype a model dir's config.json records (float32 when it records none)."""
-    from kotune.models import load_model_config
+    from transformers import AutoConfig
 
     try:
-        dtype = getattr(load_model_config(str(model_dir)), "dtype", None)
-    except KotuneError as err:
-        raise KotuneError(f"cannot read the base model's config: {err}") from None
+        dtype = getattr(AutoConfig.from_pretrained(model_dir), "dtype", None)
+    except (OSError, ValueError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise KotuneError(f"cannot load the base '{model_dir}' named in adapter_config.json (a relative path resolves "
+                          f"against the current directory): {first}") from None
     if isinstance(dtype, str):
         dtype = getattr(torch, dtype, None)
     return dtype if isinstance(dtype, torch.dtype) else torch.float32
