@@ -40,6 +40,7 @@ def preflight(cfg: RunConfig) -> str | None:
 def write_run_files(cfg: RunConfig, trainer, data_report: dict) -> None:
     """Config, run record and data report, written by the main process once the run is about to start."""
     out = cfg.training.output_dir
+    log_trainable_dtype(trainer.model)
     trainer.accelerator.wait_for_everyone()  # every rank has passed preflight before rank 0 writes anything
     if not trainer.is_world_process_zero():
         return
@@ -49,6 +50,16 @@ def write_run_files(cfg: RunConfig, trainer, data_report: dict) -> None:
     distributed = str(getattr(trainer.accelerator, "distributed_type", "NO")).split(".")[-1]
     write_run_record(out, files, trainer.args.world_size, {"distributed_type": distributed})
     write_json(os.path.join(out, "data_report.json"), data_report)
+
+
+def log_trainable_dtype(model) -> None:
+    """Say so when trainable weights are not in the configured dtype: on a 4-bit/8-bit base TRL keeps LoRA A/B in
+    bfloat16 (the QLoRA paper's choice), whatever `dtype` says; `dtype` then applies to the frozen base."""
+    dtypes = sorted({str(p.dtype).replace("torch.", "") for p in model.parameters() if p.requires_grad})
+    quantized = getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False)
+    if quantized and dtypes:
+        logger.info("trainable parameters are %s on the quantized base (TRL casts LoRA weights to bfloat16 as in "
+                    "the QLoRA paper); the adapter is saved in that dtype", "/".join(dtypes))
 
 
 def train(trainer, sigterm, resume: str | None):
