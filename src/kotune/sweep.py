@@ -22,10 +22,8 @@ writes summary.md, summary.csv and summary.png.
 from __future__ import annotations
 
 import argparse
-import csv
 import itertools
 import json
-import math
 import os
 import re
 import signal
@@ -38,6 +36,7 @@ from typing import Any
 
 from kotune.config import ConfigError, parse_overrides, read_yaml
 from kotune.errors import KotuneError
+from kotune.sweep_report import cli_value, summarize, write_summary
 
 SWEEP_KEYS = {"base", "kind", "output_dir", "launcher", "launcher_args", "overrides", "grid", "runs", "eval"}
 LAUNCHERS = ("python", "accelerate", "deepspeed", "launch.sh")
@@ -225,23 +224,6 @@ def _repo_script(kind: str) -> Path:
     raise KotuneError(f"train/{kind}.py not found: run the sweep from a kotune checkout")
 
 
-def _cli_value(value: Any) -> str:
-    """A value as the command line reads it back (YAML): JSON, except strings YAML reads back unchanged
-    ('no' would come back as False, so it is quoted)."""
-    if isinstance(value, str) and _yaml_reads_back(value):
-        return value
-    return json.dumps(value, ensure_ascii=False)
-
-
-def _yaml_reads_back(text: str) -> bool:
-    import yaml
-
-    try:
-        return yaml.safe_load(text) == text
-    except yaml.YAMLError:
-        return False
-
-
 def command(sweep: Sweep, name: str, overrides: dict[str, Any], restart: str | None) -> list[str]:
     """The exact command of one run. `restart`: None, 'resume' or 'overwrite' (an interrupted run)."""
     values = {**sweep.common, **overrides, "output_dir": str(sweep.output_dir / name)}
@@ -249,7 +231,7 @@ def command(sweep: Sweep, name: str, overrides: dict[str, Any], restart: str | N
         values["resume_from_checkpoint"] = True
     elif restart == "overwrite":
         values["overwrite_output_dir"] = True
-    flags = [f"--{k}={_cli_value(v)}" for k, v in values.items()]
+    flags = [f"--{k}={cli_value(v)}" for k, v in values.items()]
     script = _repo_script(sweep.kind)
     if sweep.launcher == "python":
         return [sys.executable, str(script), str(sweep.base), *sweep.launcher_args, *flags]
@@ -355,7 +337,7 @@ def run_sweep(sweep: Sweep) -> int:
             _save_state(sweep, records)
     finally:
         forward.restore()
-    rows = summarize(sweep, records)
+    rows = summarize(sweep.output_dir, sweep.runs, records)
     write_summary(sweep.output_dir, rows, records)
     failed = [r for r in records.values() if r.status == "failed"]
     print(f"sweep: {total - len(failed)}/{total} runs finished; summary in {sweep.output_dir / 'summary.md'}")
@@ -400,122 +382,6 @@ def _evaluate_one(sweep: Sweep, record: RunRecord, run_dir: Path, tag: str) -> N
     except Exception as err:  # an eval failure is reported in the table; the sweep goes on
         record.eval_error = f"{type(err).__name__}: {err}"[:300]
         print(f"  eval FAILED: {record.eval_error}", flush=True)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Summary
-# ---------------------------------------------------------------------------------------------------------------
-
-
-def _log_history(run_dir: Path) -> list[dict]:
-    for path in [run_dir / "trainer_state.json", *sorted(run_dir.glob("checkpoint-*/trainer_state.json"),
-                                                         key=lambda p: int(p.parent.name.split("-")[1]))[::-1]]:
-        try:
-            return json.loads(path.read_text())["log_history"]
-        except (OSError, ValueError, KeyError):
-            continue
-    return []
-
-
-def summarize(sweep: Sweep, records: dict[str, RunRecord]) -> list[dict[str, Any]]:
-    """One row per run: overrides, status, final/best train loss, eval loss, lm-eval metrics, tokens/s, time."""
-    rows = []
-    for name, overrides in sweep.runs:
-        record, run_dir = records[name], sweep.output_dir / name
-        history = _log_history(run_dir)
-        losses = [h["loss"] for h in history if "loss" in h and math.isfinite(h["loss"])]
-        eval_losses = [h["eval_loss"] for h in history if "eval_loss" in h]
-        results = _read_json(run_dir / "train_results.json")
-        tokens = max((h["num_tokens"] for h in history if "num_tokens" in h), default=None)
-        runtime = results.get("train_runtime")
-        row: dict[str, Any] = {"run": name, **{k: _cli_value(v) for k, v in overrides.items()},
-                               "status": record.status,
-                               "steps": max((h.get("step", 0) for h in history), default=None),
-                               "final_loss": losses[-1] if losses else None,
-                               "best_loss": min(losses) if losses else None}
-        if eval_losses:
-            row["final_eval_loss"], row["best_eval_loss"] = eval_losses[-1], min(eval_losses)
-        for task, metrics in (record.eval or {}).items():
-            for metric, value in metrics.items():
-                row[f"{task}/{metric}"] = value
-        row["useful_tokens_per_s"] = round(tokens / runtime, 1) if tokens and runtime else None
-        row["wall_time_s"] = record.wall_time_s
-        rows.append(row)
-    return rows
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-
-
-def _columns(rows: list[dict]) -> list[str]:
-    cols: list[str] = []
-    for row in rows:
-        cols += [k for k in row if k not in cols]
-    return cols
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
-
-
-def write_summary(out: Path, rows: list[dict], records: dict[str, RunRecord]) -> None:
-    """summary.md (a table to paste), summary.csv (for a spreadsheet) and summary.png (loss curves + metrics)."""
-    cols = _columns(rows)
-    with open(out / "summary.csv", "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=cols)
-        writer.writeheader()
-        writer.writerows([{k: ("" if row.get(k) is None else row.get(k)) for k in cols} for row in rows])
-    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
-    lines += ["| " + " | ".join(_cell(row.get(k)) for k in cols) + " |" for row in rows]
-    failed = [r for r in records.values() if r.status == "failed" or r.eval_error]
-    if failed:
-        lines += ["", "Failures:"]
-        lines += [f"- {r.name}: {r.error or r.eval_error} (log: logs/{r.name}.log)" for r in failed]
-    (out / "summary.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    plot_summary(out, rows)
-
-
-def plot_summary(out: Path, rows: list[dict]) -> None:
-    """Left: every run's training loss by step. Right: final loss per run, or the lm-eval metrics if any."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (curves, bars) = plt.subplots(1, 2, figsize=(12, 4.5))
-    for row in rows:
-        history = _log_history(out / row["run"])
-        points = [(h["step"], h["loss"]) for h in history if "loss" in h and math.isfinite(h["loss"])]
-        if points:
-            curves.plot(*zip(*points), label=row["run"], marker=".")
-    curves.set(xlabel="step", ylabel="training loss", title="loss curves")
-    if curves.lines:
-        curves.legend(fontsize=8)
-    metric_cols = [c for c in _columns(rows) if "/" in c]
-    names = [r["run"] for r in rows]
-    if metric_cols:
-        width = 0.8 / len(metric_cols)
-        for j, col in enumerate(metric_cols):
-            bars.bar([i + j * width for i in range(len(rows))], [r.get(col) or 0 for r in rows], width, label=col)
-        bars.set(ylabel="score", title="evaluation")
-        bars.legend(fontsize=7)
-    else:
-        bars.bar(range(len(rows)), [r.get("final_loss") or 0 for r in rows], 0.4, label="final loss")
-        bars.bar([i + 0.4 for i in range(len(rows))], [r.get("best_loss") or 0 for r in rows], 0.4, label="best loss")
-        bars.set(ylabel="training loss", title="final and best loss")
-        bars.legend(fontsize=8)
-    bars.set_xticks(range(len(rows)), names, rotation=30, ha="right", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "summary.png", dpi=100)
-    plt.close(fig)
 
 
 # ---------------------------------------------------------------------------------------------------------------
