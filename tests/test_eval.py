@@ -13,7 +13,8 @@ from conftest import base_config, run_sft_inprocess, write_config
 from kotune.cli import main as kotune
 from kotune.config import build_config
 from kotune.errors import ConfigError
-from kotune.evaluate import KIT19_TASKS, TASKS, evaluate_run
+from kotune.evaluate import KIT19_TASKS, TASKS, evaluate_run, lm_eval_model, model_args_for
+from test_export import sft_run as shared_sft_run
 
 FIXTURE = Path(__file__).parent / "fixtures" / "eval"
 
@@ -83,6 +84,48 @@ def test_chat_template_prompts(sft_run, tmp_path):
     assert json.loads((tmp_path / "results.json").read_text())["apply_chat_template"] is True
 
 
+REQUESTS = [("질문: 대한민국의 수도는 어디인가요?\n답변:", " 서울입니다."),
+            ("문장: 이 영화 정말 재미있었어요.\n질문: 이 문장은 긍정인가요, 부정인가요?\n답변:", " 긍정")]
+
+
+def loglikelihoods(model_args: dict, kotune_loads_adapters: bool = True):
+    """Per-request log-likelihoods from the lm-eval model `kotune eval` would use (or, with
+    kotune_loads_adapters=False, from lm-eval's own `pretrained=BASE,peft=DIR` loading)."""
+    import torch
+    from lm_eval.api.instance import Instance
+    from lm_eval.api.registry import get_model
+
+    if kotune_loads_adapters:
+        model, hf_args = lm_eval_model(model_args, "float32", "cpu", 2)
+    else:
+        model, hf_args = "hf", {**model_args, "dtype": "float32"}
+    if hf_args is not None:
+        model = get_model(model).create_from_arg_obj(hf_args, {"batch_size": 2, "device": "cpu"})
+    requests = [Instance("loglikelihood", doc={}, arguments=r, idx=i) for i, r in enumerate(REQUESTS)]
+    return torch.tensor([ll for ll, _ in model.loglikelihood(requests)])
+
+
+def test_a_4bit_trained_adapter_is_scored_on_the_weights_it_trained_against(tmp_path_factory, tiny_bases, tmp_path):
+    """A QLoRA adapter is scored on its base quantized as in training: the same log-likelihoods as the merged
+    model (`kotune merge` dequantizes that base), not those of lm-eval's `peft=` on the unquantized base. The
+    base moved since training here, so this also covers --base."""
+    import torch
+
+    run = shared_sft_run(tmp_path_factory, "llama-qlora", tiny_bases["llama"], load_in_4bit=True)
+    moved = tmp_path / "moved-base"
+    shutil.copytree(tiny_bases["llama"], moved)
+    assert kotune(["merge", str(run), "--out", str(tmp_path / "merged")]) == 0
+
+    as_trained = loglikelihoods(model_args_for(run, base=str(moved)))
+    merged = loglikelihoods(model_args_for(tmp_path / "merged"))
+    unquantized = loglikelihoods(model_args_for(run), kotune_loads_adapters=False)
+    # Measured: as trained -81.1519/-65.7009, merged the same to 4 decimals, unquantized base -83.7411/-62.0752.
+    # fp32 both ways: merged W + s·BA against Wx + s·B(Ax) differ only in summation order (merge tests: ≤ 2e-5
+    # on logits); 1e-3 on a sum of a few log-probs leaves room and is >1000x below the quantization gap (~3).
+    torch.testing.assert_close(as_trained, merged, atol=1e-3, rtol=0)
+    assert (as_trained - unquantized).abs().max() > 0.5, (as_trained, unquantized)
+
+
 def one_line_error(argv: list[str], capsys) -> str:
     with pytest.raises(SystemExit) as info:
         kotune(argv)
@@ -104,6 +147,9 @@ def test_user_mistakes_get_one_line(sft_run, tmp_path, capsys):
     err = one_line_error(["eval", str(sft_run), "--tasks", "kobest_copa,klue_sts", "--data_dir", str(data)], capsys)
     assert "kobest_copa: no data file" in err and "test.jsonl" in err
     assert "klue_sts:" in err and "lacks column(s) sentence2, labels" in err
+
+    err = one_line_error(["eval", str(sft_run), "--baseline", "EleutherAI/polyglot-ko-1.3b"], capsys)
+    assert "'EleutherAI/polyglot-ko-1.3b' is neither a local model dir nor a Hub model this machine can reach" in err
 
     err = one_line_error(["eval", str(sft_run), "--baseline", "base", "--apply_chat_template"], capsys)
     assert "has no chat template" in err  # the raw base has none; said before loading anything

@@ -4,8 +4,9 @@
     kotune eval runs/polyglot-qlora --baseline base --num_fewshot 5  # the adapter's base model beside it
     kotune eval runs/merged --tasks kobest_copa,klue_sts --data_dir data/eval --limit 100
 
-RUN_DIR is a LoRA adapter (adapter_config.json names its base; lm-eval loads `pretrained=BASE,peft=RUN_DIR`) or
-a merged/full model dir. The scoring is lm-eval's (log-likelihood of each choice), not ours: KoBEST comes with
+RUN_DIR is a LoRA adapter (adapter_config.json names its base) or a merged/full model dir. An adapter is loaded
+by kotune as it was trained (a 4-bit or 8-bit base quantized as in training, then dequantized) and handed to
+lm-eval; lm-eval's own `peft=` would score a QLoRA adapter on an unquantized base. --baseline also takes a Hub id. The scoring is lm-eval's (log-likelihood of each choice), not ours: KoBEST comes with
 lm-eval 0.4.13, KLUE STS/YNAT are task YAMLs in `kotune/eval_tasks/` (prompts of lm-eval's old `polyglot` branch,
 which KIT-19 reports). Every task reports acc and macro F1 (KoBEST HellaSwag also acc_norm).
 
@@ -44,24 +45,55 @@ METRICS = (("acc", "ACC"), ("acc_norm", "ACC_Norm"), ("macro_f1", "F1 (macro)"))
 
 
 # --- what to run ---------------------------------------------------------------------------------------------
-def model_args_for(model_dir: str | Path, base: str | None = None) -> dict[str, str]:
-    """lm-eval `hf` model_args for a run dir: `pretrained=BASE,peft=DIR` for an adapter, else `pretrained=DIR`.
-    The tokenizer comes from the run dir when it saved one (it carries the chat template and pad token)."""
+def model_args_for(model_dir: str | Path, base: str | None = None, hub_ok: bool = False) -> dict[str, str]:
+    """What to score, as lm-eval `hf` model_args: `pretrained=BASE,peft=DIR` for an adapter (BASE: the raw base
+    under any chained adapters, or `base`), else `pretrained=DIR`. The tokenizer comes from the run dir when it
+    saved one (it carries the chat template and pad token). hub_ok: a Hub id is fine too (baselines)."""
     path = Path(model_dir).expanduser()
     if not path.is_dir():
+        if hub_ok and not str(model_dir).startswith((".", "/", "~")) and not path.exists():
+            return {"pretrained": _hub_model(str(model_dir)), "tokenizer": str(model_dir)}
         raise KotuneError(f"run dir '{model_dir}' does not exist (give a training output_dir or a model dir)")
     tokenizer = str(path) if (path / "tokenizer_config.json").is_file() else None
-    adapter = path / "adapter_config.json"
-    if adapter.is_file():
-        base = base or json.loads(adapter.read_text()).get("base_model_name_or_path")
-        if not base:
-            raise KotuneError(f"{adapter} names no base_model_name_or_path: give the base with --base DIR")
-        if (base.startswith((".", "/", "~")) or Path(base).expanduser().exists()) and not Path(base).expanduser().is_dir():
-            raise KotuneError(f"the adapter's base '{base}' does not exist here: give its location with --base DIR")
-        return {"pretrained": base, "peft": str(path), "tokenizer": tokenizer or base}
+    if (path / "adapter_config.json").is_file():
+        from kotune.generate import adapter_chain
+
+        root = str(adapter_chain(path, base)[0])
+        if (root.startswith((".", "/", "~")) or Path(root).expanduser().exists()) and not Path(root).expanduser().is_dir():
+            raise KotuneError(f"the adapter's base '{root}' does not exist here: give its location with --base DIR")
+        return {"pretrained": root, "peft": str(path), "tokenizer": tokenizer or root}
     if (path / "config.json").is_file():
         return {"pretrained": str(path), "tokenizer": tokenizer or str(path)}
     raise KotuneError(f"'{model_dir}' holds neither adapter_config.json (a LoRA run) nor config.json (a model)")
+
+
+def _hub_model(name: str) -> str:
+    """A Hub model id whose config resolves (cached or online), else the one-line error, before any data loads."""
+    from transformers import AutoConfig
+
+    try:
+        AutoConfig.from_pretrained(name)
+    except (OSError, ValueError) as err:
+        raise KotuneError(f"'{name}' is neither a local model dir nor a Hub model this machine can reach "
+                          f"({str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__})") from None
+    return name
+
+
+def lm_eval_model(model_args: dict[str, str], dtype: str, device: str, batch_size: int | str):
+    """simple_evaluate's `model` and `model_args`. A model dir or Hub id: lm-eval loads it itself. An adapter:
+    kotune loads it as trained (a 4/8-bit base quantized exactly as in training, then dequantized; chained
+    adapters merged in) and hands lm-eval the model. lm-eval's own `peft=` would put a QLoRA adapter on an
+    unquantized base, i.e. on other weights than it learned against."""
+    if "peft" not in model_args:
+        return "hf", {**model_args, "dtype": dtype}
+    from lm_eval.models.huggingface import HFLM
+
+    from kotune.generate import load_for_inference, saved_dtype
+    from kotune.models import DTYPES
+
+    torch_dtype = saved_dtype(model_args["pretrained"]) if dtype == "auto" else DTYPES[dtype]
+    model, tokenizer = load_for_inference(model_args["peft"], torch_dtype, device, base=model_args["pretrained"])
+    return HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size), None
 
 
 # --- running lm-eval -----------------------------------------------------------------------------------------
@@ -124,10 +156,10 @@ def run_lm_eval(model_args: dict[str, str], tasks: list, manager, num_fewshot: i
     shots = None if set_already else num_fewshot
     logger.info("lm-eval: %s on %s (%d-shot%s)", ", ".join(t.task_name for t in tasks), model_args,
                 num_fewshot, f", limit {limit}" if limit else "")
-    return lm_eval.simple_evaluate(model="hf", model_args={**model_args, "dtype": dtype}, tasks=tasks,
-                                   task_manager=manager, num_fewshot=shots, limit=limit,
-                                   batch_size=batch_size, device=device, log_samples=False,
-                                   apply_chat_template=apply_chat_template)
+    model, hf_args = lm_eval_model(model_args, dtype, device, batch_size)
+    return lm_eval.simple_evaluate(model=model, model_args=hf_args, tasks=tasks, task_manager=manager,
+                                   num_fewshot=shots, limit=limit, batch_size=batch_size, device=device,
+                                   log_samples=False, apply_chat_template=apply_chat_template)
 
 
 def scores_of(raw: dict[str, Any]) -> dict[str, dict[str, float]]:
@@ -246,7 +278,8 @@ def _baseline(baseline, model_args: dict, num_fewshot: int, limit) -> tuple[dict
     if str(baseline) == "base" and not Path("base").exists():
         if "peft" not in model_args:
             raise KotuneError("--baseline base needs an adapter run dir (a full model has no base to compare)")
-        return model_args_for(model_args["pretrained"]), None, Path(model_args["pretrained"]).name + " (base)"
+        return (model_args_for(model_args["pretrained"], hub_ok=True), None,
+                Path(model_args["pretrained"]).name + " (base)")
     if str(baseline).endswith(".json"):
         if not Path(baseline).is_file():
             raise KotuneError(f"baseline results '{baseline}' do not exist")
@@ -258,7 +291,8 @@ def _baseline(baseline, model_args: dict, num_fewshot: int, limit) -> tuple[dict
             logger.warning("baseline %s was scored with num_fewshot=%s, limit=%s; this run: %s, %s", baseline,
                            record.get("num_fewshot"), record.get("limit"), num_fewshot, limit)
         return None, scores, Path(record.get("model") or Path(baseline).stem).name
-    return model_args_for(baseline), None, Path(baseline).resolve().name
+    label = Path(baseline).resolve().name if Path(baseline).exists() else str(baseline)  # a dir, or a Hub id
+    return model_args_for(baseline, hub_ok=True), None, label
 
 
 def _rows(raw: dict) -> dict[str, int]:
@@ -280,7 +314,13 @@ def eval_config_problems(kind: str, tasks: Any, data_dir: Any, check_paths: bool
         problems.append("eval_baseline: 'base' compares an adapter with its base; a full fine-tune has none "
                         "(give the base model's dir instead)")
     elif check_paths and isinstance(baseline, str) and baseline != "base" and not Path(baseline).expanduser().exists():
-        problems.append(f"eval_baseline: '{baseline}' does not exist")
+        if baseline.endswith(".json"):
+            problems.append(f"eval_baseline: '{baseline}' does not exist")
+        else:
+            try:
+                model_args_for(baseline, hub_ok=True)  # a Hub id is fine when this machine can reach it
+            except KotuneError as err:
+                problems.append(f"eval_baseline: {err}")
     if check_paths and isinstance(data_dir, str):
         if not Path(data_dir).expanduser().is_dir():
             problems.append(f"eval_data_dir: '{data_dir}' does not exist")
@@ -330,7 +370,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--base", default=None, help="the adapter's base model, if it moved since training")
     parser.add_argument("--batch_size", default="8", help="lm-eval batch size, or 'auto' (default 8)")
     parser.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda when available)")
-    parser.add_argument("--dtype", default="auto", help="auto (the saved dtype), bfloat16, float16, float32")
+    parser.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float16", "float32"],
+                        help="weights dtype (default auto: the saved one)")
     parser.add_argument("--apply_chat_template", action="store_true",
                         help="wrap each question in the model's chat template (default: plain prompts, as KIT-19)")
     args = parser.parse_args(argv)

@@ -63,33 +63,37 @@ def saved_dtype(model_dir: str | Path) -> torch.dtype:
     return dtype if isinstance(dtype, torch.dtype) else torch.float32
 
 
-def adapter_chain(run_dir: str | Path) -> list[Path | str]:
-    """[raw base, innermost adapter, ..., run_dir]: follows base_model_name_or_path while it names an adapter dir."""
+def adapter_chain(run_dir: str | Path, base: str | Path | None = None) -> list[Path | str]:
+    """[raw base, innermost adapter, ..., run_dir]: follows base_model_name_or_path while it names an adapter dir.
+    `base` replaces the raw base (it moved since training)."""
     from kotune.dpo_models import adapter_base
 
     chain: list[Path | str] = [Path(run_dir)]
     while True:
-        base = adapter_base(str(chain[0]))
-        if base is None:
+        parent = adapter_base(str(chain[0]))
+        if parent is None:
+            if base is not None and len(chain) > 1:
+                chain[0] = Path(base) if Path(base).is_dir() else str(base)
             return chain
-        if len(chain) > MAX_CHAIN or any(Path(base).resolve() == Path(p).resolve() for p in chain):
+        if len(chain) > MAX_CHAIN or any(Path(parent).resolve() == Path(p).resolve() for p in chain):
             raise KotuneError(f"'{run_dir}': adapters' base_model_name_or_path entries form a loop or a chain deeper "
                               f"than {MAX_CHAIN}: {[str(p) for p in chain]}")
-        chain.insert(0, Path(base) if Path(base).is_dir() else base)
+        chain.insert(0, Path(parent) if Path(parent).is_dir() else parent)
 
 
-def load_adapted(run_dir: str | Path, tokenizer, dtype: torch.dtype):
+def load_adapted(run_dir: str | Path, tokenizer, dtype: torch.dtype, base: str | Path | None = None):
     """A PeftModel: `run_dir`'s adapter on its base, the base loaded as the run trained it and in `dtype`.
 
     Quantized bases (load_in_4bit/8bit in the run's kotune_config.yaml) are loaded with the same bitsandbytes
     settings as training and dequantized to `dtype`, so the adapter sits on the weights it learned against.
-    Adapters whose base is itself an adapter dir are merged in, innermost first.
+    Adapters whose base is itself an adapter dir are merged in, innermost first. `base`: where the raw base
+    lives now, if it moved since training.
     """
     from peft import PeftModel
 
     from kotune.models import DTYPES, load_base
 
-    chain = adapter_chain(run_dir)
+    chain = adapter_chain(run_dir, base)
     base, adapters = chain[0], chain[1:]
     args = trained_model_args(run_dir)
     quantized = bool(args.load_in_4bit or args.load_in_8bit)
@@ -138,14 +142,16 @@ def load_run_tokenizer(run_dir: str | Path):
     raise KotuneError(f"no tokenizer found in '{run_dir}' or its base")
 
 
-def load_for_inference(run_dir: str | Path, dtype: torch.dtype = torch.float32, device: str | None = None):
-    """(model, tokenizer) from an output dir: a LoRA adapter on its base as trained, a merged or a full model."""
+def load_for_inference(run_dir: str | Path, dtype: torch.dtype = torch.float32, device: str | None = None,
+                       base: str | Path | None = None):
+    """(model, tokenizer) from an output dir: a LoRA adapter on its base as trained (`base`: the base's new place,
+    if it moved), a merged or a full model."""
     from transformers import AutoModelForCausalLM
 
     kind = run_kind(run_dir)
     tokenizer = load_run_tokenizer(run_dir)
     if kind == "adapter":
-        model = load_adapted(run_dir, tokenizer, dtype)
+        model = load_adapted(run_dir, tokenizer, dtype, base)
     else:
         model = AutoModelForCausalLM.from_pretrained(run_dir, dtype=dtype)
     if not tokenizer.chat_template:  # a model from elsewhere: the format `prompt_format: auto` would train with
