@@ -97,12 +97,19 @@ def lm_eval_model(model_args: dict[str, str], dtype: str, device: str, batch_siz
 
 
 # --- running lm-eval -----------------------------------------------------------------------------------------
-class _DropHarmlessF1Lookup(logging.Filter):
-    """KoBEST's YAMLs ask HF `evaluate` for 'f1', which fails offline and logs an error; the macro F1 they
-    report comes from their own aggregation, so the lookup never matters for multiple-choice tasks."""
+class _DropExpectedWarnings(logging.Filter):
+    """lm-eval log lines that never apply to how kotune calls it. KoBEST's YAMLs ask HF `evaluate` for 'f1',
+    which fails offline and logs an error, but their macro F1 comes from their own aggregation. Handing lm-eval a
+    model kotune loaded (an adapter, as trained) makes it warn twice about a non-string `pretrained`."""
+
+    PREFIXES = ("f1 not found in the evaluate library", "`pretrained` model kwarg is not of type `str`",
+                "Passed an already-initialized model through `pretrained`")
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("f1 not found in the evaluate library")
+        return not str(record.msg).startswith(self.PREFIXES)
+
+
+_QUIET = _DropExpectedWarnings()
 
 
 def task_manager(tasks: list[str], data_dir: str | Path | None, workdir: Path):
@@ -111,7 +118,8 @@ def task_manager(tasks: list[str], data_dir: str | Path | None, workdir: Path):
     import lm_eval
     from lm_eval.tasks import TaskManager
 
-    logging.getLogger("lm_eval.api.registry").addFilter(_DropHarmlessF1Lookup())
+    for name in ("lm_eval.api.registry", "lm_eval.models.huggingface"):
+        logging.getLogger(name).addFilter(_QUIET)  # the same object twice is kept once
     paths = [Path(lm_eval.__file__).parent / "tasks" / "kobest", TASKS_DIR]
     if data_dir is not None:
         paths.append(local_task_dir(tasks, data_dir, workdir))  # later paths override earlier ones
