@@ -64,6 +64,35 @@ def test_adapter_beside_its_base_few_shot(sft_run, tmp_path):
     assert all("%" in cell for row in rows[:4] for cell in row.split("|")[3:5])
 
 
+def test_several_shot_counts_in_one_call_make_koquality_table(sft_run, tmp_path, capsys):
+    """--num_fewshot 0,2 scores each model once per count; results.md opens with KoQuality's model × shots table
+    (mean accuracy), then a KIT-19 table per count; the results.json serves as a baseline for one count later."""
+    out = tmp_path / "shots"
+    assert kotune(["eval", str(sft_run), "--tasks", "kobest_copa,kobest_boolq", "--num_fewshot", "0,2",
+                   "--data_dir", str(FIXTURE), "--baseline", "base", "--out", str(out)]) == 0
+    run, base = (json.loads((out / f).read_text()) for f in ("results.json", "baseline.json"))
+    assert run["num_fewshot"] == [0, 2] and sorted(run["tasks"]) == sorted(base["tasks"]) == ["0-shot", "2-shot"]
+    for shots in (0, 2):
+        check_scores(run["tasks"][f"{shots}-shot"], ["kobest_copa", "kobest_boolq"])
+        assert run["lm_eval"][f"{shots}-shot"]["n-shot"] == {"kobest_copa": shots, "kobest_boolq": shots}
+
+    lines = (out / "results.md").read_text().splitlines()
+    assert lines[0] == "Mean accuracy over kobest_copa, kobest_boolq"
+    assert lines[2:4] == ["| Model | 0-shot | 2-shot |", "|---|---|---|"]
+    mean = lambda scores: f"{(scores['kobest_copa']['acc'] + scores['kobest_boolq']['acc']) / 2:.4f}"  # noqa: E731
+    assert lines[4] == f"| {Path(base['model']).name} (base) | {mean(base['tasks']['0-shot'])} | {mean(base['tasks']['2-shot'])} |"
+    assert lines[5] == f"| {sft_run.name} | {mean(run['tasks']['0-shot'])} | {mean(run['tasks']['2-shot'])} |"
+    assert "### 0-shot" in lines and "### 2-shot" in lines
+    capsys.readouterr()
+
+    again = evaluate_run(sft_run, tasks="kobest_copa", num_fewshot=2, out_dir=tmp_path / "again", data_dir=FIXTURE,
+                         baseline=str(out / "baseline.json"))
+    assert again == {"kobest_copa": run["tasks"]["2-shot"]["kobest_copa"]}  # same model, data and shots
+    table = (tmp_path / "again" / "results.md").read_text()
+    acc = base["tasks"]["2-shot"]["kobest_copa"]["acc"]
+    assert table.splitlines()[2].startswith(f"| KoBEST_COPA | ACC | {'**' if acc > again['kobest_copa']['acc'] else ''}{acc:.2%}")
+
+
 def test_cli_full_model_dir_with_a_results_json_baseline(sft_run, tiny_bases, tmp_path, capsys):
     code = kotune(["eval", str(tiny_bases["llama"]), "--tasks", "klue_sts", "--data_dir", str(FIXTURE),
                    "--out", str(tmp_path), "--baseline", str(sft_run / "eval" / "results.json")])
@@ -96,11 +125,9 @@ def loglikelihoods(model_args: dict, kotune_loads_adapters: bool = True):
     from lm_eval.api.registry import get_model
 
     if kotune_loads_adapters:
-        model, hf_args = lm_eval_model(model_args, "float32", "cpu", 2)
+        model = lm_eval_model(model_args, "float32", "cpu", 2)
     else:
-        model, hf_args = "hf", {**model_args, "dtype": "float32"}
-    if hf_args is not None:
-        model = get_model(model).create_from_arg_obj(hf_args, {"batch_size": 2, "device": "cpu"})
+        model = get_model("hf").create_from_arg_obj({**model_args, "dtype": "float32"}, {"batch_size": 2, "device": "cpu"})
     requests = [Instance("loglikelihood", doc={}, arguments=r, idx=i) for i, r in enumerate(REQUESTS)]
     return torch.tensor([ll for ll, _ in model.loglikelihood(requests)])
 

@@ -100,7 +100,8 @@ def test_a_failed_run_is_reported_and_the_rest_still_run_and_are_evaluated(tmp_p
     sweep_file = _sweep_file(tmp_path, tiny_bases["gpt_neox"], overrides={"max_steps": 2, "save_strategy": "no"},
                              runs=[{"dataset_mixture.datasets.0.id": str(bad)},
                                    {"dataset_mixture.datasets.0.id": str(good)}],
-                             eval={"tasks": ["kobest_copa"], "data_dir": str(EVAL_DATA), "limit": 4})
+                             eval={"tasks": ["kobest_copa"], "num_fewshot": [0, 1], "data_dir": str(EVAL_DATA),
+                                   "limit": 4})
     proc = subprocess.run([sys.executable, "-m", "kotune.cli", "sweep", str(sweep_file)], cwd=REPO,
                           env=subprocess_env(), capture_output=True, text=True, timeout=600)
     out = tmp_path / "sweep"
@@ -111,8 +112,9 @@ def test_a_failed_run_is_reported_and_the_rest_still_run_and_are_evaluated(tmp_p
     assert "| idbroken.jsonl |" in summary and "| failed |" in summary and "Failures:" in summary
     assert "logs/idbroken.jsonl.log" in summary
     rows = {r["run"]: r for r in csv.DictReader((out / "summary.csv").open(encoding="utf-8"))}
-    assert 0.0 <= float(rows["idinstructions.jsonl"]["kobest_copa/acc"]) <= 1.0  # lm-eval ran on the finished run
-    assert rows["idbroken.jsonl"]["kobest_copa/acc"] == ""
+    for shots in ("0-shot", "1-shot"):  # lm-eval ran on the finished run, at each shot count
+        assert 0.0 <= float(rows["idinstructions.jsonl"][f"{shots}/kobest_copa/acc"]) <= 1.0
+        assert rows["idbroken.jsonl"][f"{shots}/kobest_copa/acc"] == ""
     assert (out / "idinstructions.jsonl" / "eval" / "results.md").is_file()
 
 
@@ -122,6 +124,8 @@ def test_a_failed_run_is_reported_and_the_rest_still_run_and_are_evaluated(tmp_p
     ({"grid": {"learning_rate": 1e-4}}, "grid: must map each key to a non-empty list"),
     ({"runs": [{"lora_r": 8}], "launcher": "torchrun"}, "launcher: must be one of python, accelerate"),
     ({"runs": [{"lora_r": 8}], "eval": {"task": ["kobest_copa"]}}, "eval.task: unknown eval key: did you mean 'tasks'?"),
+    ({"runs": [{"lora_r": 8}], "eval": {"tasks": ["kobest_cop"]}}, "eval.tasks: unknown eval task 'kobest_cop'"),
+    ({"runs": [{"lora_r": 8}], "eval": {"num_fewshot": [0, -5]}}, "eval.num_fewshot: num_fewshot must be a count"),
 ])
 def test_bad_sweep_files_fail_before_any_run(tmp_path, tiny_bases, capsys, spec, expected):
     sweep_file = _sweep_file(tmp_path, tiny_bases["gpt_neox"], **spec)

@@ -3,6 +3,7 @@
     kotune eval runs/polyglot-qlora                                  # the KIT-19 table's six tasks, 0-shot
     kotune eval runs/polyglot-qlora --baseline base --num_fewshot 5  # the adapter's base model beside it
     kotune eval runs/merged --tasks kobest_copa,klue_sts --data_dir data/eval --limit 100
+    kotune eval runs/polyglot-qlora --tasks kobest --num_fewshot 0,1,2,5,10 --baseline base  # KoQuality's table
 
 RUN_DIR is a LoRA adapter (adapter_config.json names its base) or a merged/full model dir. An adapter is loaded
 by kotune as it was trained (a 4-bit or 8-bit base quantized as in training, then dequantized) and handed to
@@ -24,6 +25,7 @@ Python API (sweeps call this; it raises KotuneError for user mistakes)::
     scores = evaluate_run("runs/a", tasks=["kobest_copa", "klue_sts"], num_fewshot=0, limit=None,
                           out_dir=None, data_dir=None, baseline=None)
     # {"kobest_copa": {"acc": 0.83, "macro_f1": 0.83}, "klue_sts": {"acc": 0.61, "macro_f1": 0.58}}
+    # num_fewshot=[0, 5] -> {"0-shot": {task: {...}}, "5-shot": {task: {...}}}
 """
 
 from __future__ import annotations
@@ -80,20 +82,22 @@ def _hub_model(name: str) -> str:
 
 
 def lm_eval_model(model_args: dict[str, str], dtype: str, device: str, batch_size: int | str):
-    """simple_evaluate's `model` and `model_args`. A model dir or Hub id: lm-eval loads it itself. An adapter:
-    kotune loads it as trained (a 4/8-bit base quantized exactly as in training, then dequantized; chained
-    adapters merged in) and hands lm-eval the model. lm-eval's own `peft=` would put a QLoRA adapter on an
-    unquantized base, i.e. on other weights than it learned against."""
-    if "peft" not in model_args:
-        return "hf", {**model_args, "dtype": dtype}
+    """The lm-eval LM to score with, loaded once for every shot count. A model dir or Hub id: lm-eval's `hf`
+    model loads it. An adapter: kotune loads it as trained (a 4/8-bit base quantized exactly as in training,
+    then dequantized; chained adapters merged in) and hands lm-eval the model. lm-eval's own `peft=` would put a
+    QLoRA adapter on an unquantized base, i.e. on other weights than it learned against."""
+    from lm_eval.api.registry import get_model
     from lm_eval.models.huggingface import HFLM
 
+    if "peft" not in model_args:
+        return get_model("hf").create_from_arg_obj({**model_args, "dtype": dtype},
+                                                   {"batch_size": batch_size, "device": device})
     from kotune.generate import load_for_inference, saved_dtype
     from kotune.models import DTYPES
 
     torch_dtype = saved_dtype(model_args["pretrained"]) if dtype == "auto" else DTYPES[dtype]
     model, tokenizer = load_for_inference(model_args["peft"], torch_dtype, device, base=model_args["pretrained"])
-    return HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size), None
+    return HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
 
 
 # --- running lm-eval -----------------------------------------------------------------------------------------
@@ -151,23 +155,32 @@ def load_tasks(manager, tasks: list[str]) -> list:
     return loaded
 
 
-def run_lm_eval(model_args: dict[str, str], tasks: list, manager, num_fewshot: int, limit: float | None,
-                batch_size: int | str = 8, device: str | None = None, dtype: str = "auto",
+def run_lm_eval(lm, label: dict[str, str], tasks: list, manager, num_fewshot: int, limit: float | None,
                 apply_chat_template: bool = False) -> dict[str, Any]:
-    """One `lm_eval.simple_evaluate` call; returns lm-eval's result dict. (num_fewshot is passed as None when
-    the tasks already have it, e.g. 0 by default: same run, without a warning per task from lm-eval.)"""
+    """One `lm_eval.simple_evaluate` call; returns lm-eval's result dict. The shot count is set on the tasks
+    here: simple_evaluate's own num_fewshot never overrides a task whose count is 0, and after a 0-shot pass
+    every task's is (a 0-then-5-shot call would silently score 0-shot twice)."""
     import lm_eval
-    import torch
 
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    set_already = all((t.get_config("num_fewshot") or 0) == num_fewshot for t in tasks)  # 2nd model, same tasks
-    shots = None if set_already else num_fewshot
-    logger.info("lm-eval: %s on %s (%d-shot%s)", ", ".join(t.task_name for t in tasks), model_args,
+    for task in tasks:
+        task.set_config(key="num_fewshot", value=num_fewshot)
+    logger.info("lm-eval: %s on %s (%d-shot%s)", ", ".join(t.task_name for t in tasks), label,
                 num_fewshot, f", limit {limit}" if limit else "")
-    model, hf_args = lm_eval_model(model_args, dtype, device, batch_size)
-    return lm_eval.simple_evaluate(model=model, model_args=hf_args, tasks=tasks, task_manager=manager,
-                                   num_fewshot=shots, limit=limit, batch_size=batch_size, device=device,
+    return lm_eval.simple_evaluate(model=lm, tasks=tasks, task_manager=manager, num_fewshot=None, limit=limit,
                                    log_samples=False, apply_chat_template=apply_chat_template)
+
+
+def evaluate_model(model_args: dict[str, str], shots: list[int], tasks: list, manager, limit, dtype: str,
+                   device: str, batch_size, apply_chat_template: bool) -> dict[int, dict[str, Any]]:
+    """{shots: lm-eval results} for one model, loaded once (then freed) for all the shot counts."""
+    import gc
+
+    lm = lm_eval_model(model_args, dtype, device, batch_size)
+    try:
+        return {k: run_lm_eval(lm, model_args, tasks, manager, k, limit, apply_chat_template) for k in shots}
+    finally:
+        del lm
+        gc.collect()
 
 
 def scores_of(raw: dict[str, Any]) -> dict[str, dict[str, float]]:
@@ -183,11 +196,20 @@ def scores_of(raw: dict[str, Any]) -> dict[str, dict[str, float]]:
     return out
 
 
-def _record(model: str, model_args: dict, scores: dict, raw: dict, num_fewshot: int, limit,
-            chat: bool) -> dict[str, Any]:
+def _record(model: str, model_args: dict, raws: dict[int, dict], shots, limit, chat: bool) -> dict[str, Any]:
+    """results.json / baseline.json. One shot count: tasks {task: scores}; several: tasks {"5-shot": {...}}."""
     keep = ("results", "configs", "versions", "n-shot", "n-samples", "higher_is_better", "lm_eval_version")
-    return {"model": model, "model_args": model_args, "num_fewshot": num_fewshot, "limit": limit,
-            "apply_chat_template": chat, "tasks": scores, "lm_eval": {k: raw[k] for k in keep if k in raw}}
+    scores = {k: scores_of(raw) for k, raw in raws.items()}
+    kept = {k: {key: raw[key] for key in keep if key in raw} for k, raw in raws.items()}
+    several = isinstance(shots, list)
+    return {"model": model, "model_args": model_args, "num_fewshot": shots, "limit": limit,
+            "apply_chat_template": chat,
+            "tasks": {shot_key(k): v for k, v in scores.items()} if several else next(iter(scores.values())),
+            "lm_eval": {shot_key(k): v for k, v in kept.items()} if several else next(iter(kept.values()))}
+
+
+def shot_key(shots: int) -> str:
+    return f"{shots}-shot"
 
 
 # --- the table -----------------------------------------------------------------------------------------------
@@ -212,62 +234,96 @@ def markdown_table(columns: list[tuple[str, dict[str, dict[str, float]]]], note:
     return "\n".join(lines) + ("\n\n" + note if note else "") + "\n"
 
 
+def shots_table(rows: list[tuple[str, dict[int, dict[str, dict[str, float]]]]], shots: list[int]) -> str:
+    """KoQuality-style table: a row per model, a column per shot count, each cell the mean accuracy over the
+    tasks the evaluated model (the last row) was scored on."""
+    tasks = [t for t in TASKS if any(t in rows[-1][1].get(k, {}) for k in shots)]
+    lines = [f"Mean accuracy over {', '.join(tasks)}", "",
+             "| Model | " + " | ".join(shot_key(k) for k in shots) + " |", "|---|" + "---|" * len(shots)]
+    for name, by_shot in rows:
+        cells = []
+        for k in shots:
+            accs = [by_shot.get(k, {}).get(t, {}).get("acc") for t in tasks]
+            cells.append("–" if None in accs or not accs else f"{sum(accs) / len(accs):.4f}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 # --- the API -------------------------------------------------------------------------------------------------
-def evaluate_run(run_dir: str | Path, tasks: str | list[str] | None = None, num_fewshot: int = 0,
+def evaluate_run(run_dir: str | Path, tasks: str | list[str] | None = None, num_fewshot: int | list[int] = 0,
                  limit: float | None = None, out_dir: str | Path | None = None, data_dir: str | Path | None = None,
                  baseline: str | Path | None = None, base: str | None = None, batch_size: int | str = 8,
-                 device: str | None = None, dtype: str = "auto",
-                 apply_chat_template: bool = False) -> dict[str, dict[str, float]]:
+                 device: str | None = None, dtype: str = "auto", apply_chat_template: bool = False) -> dict:
     """Evaluate a run dir; write results.json, results.md (and baseline.json); return {task: {acc, macro_f1}}.
 
-    baseline: a model dir, a results JSON of an earlier `kotune eval`, or `base` (the adapter's base model);
-    its scores become the table's first column. base: where the adapter's base lives, if not where it was
-    trained. limit: rows per task (an int) or a share of them (< 1), for quick checks only.
+    num_fewshot: one count, or a list (KoQuality's 0/1/2/5/10): each model is loaded once and scored at every
+    count, results.md opens with a model × shots table of mean accuracy, and the return value is
+    {"5-shot": {task: {...}}, ...}. baseline: a model dir, a Hub id, a results JSON of an earlier `kotune eval`,
+    or `base` (the adapter's base model); its scores become the tables' first column. base: where the adapter's
+    base lives, if not where it was trained. limit: rows per task (an int) or a share of them (< 1), for quick
+    checks only.
     """
+    import torch
+
     names = resolve_tasks(tasks)
+    shots = _shot_list(num_fewshot)
     model_args = model_args_for(run_dir, base)
-    if num_fewshot < 0:
-        raise KotuneError(f"num_fewshot must be >= 0, got {num_fewshot}")
-    baseline_args, baseline_scores, baseline_label = _baseline(baseline, model_args, num_fewshot, limit)
+    baseline_args, baseline_scores, baseline_label = _baseline(baseline, model_args, shots, limit)
     if apply_chat_template:
         for args in filter(None, (model_args, baseline_args)):
             if not _has_chat_template(args["tokenizer"]):
                 raise KotuneError(f"--apply_chat_template: the tokenizer in {args['tokenizer']} has no chat template "
                                   "(train with kotune, which saves one, or drop the flag)")
     out = Path(out_dir) if out_dir else Path(run_dir) / "eval"
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    settings = dict(limit=limit, dtype=dtype, device=device, batch_size=batch_size,
+                    apply_chat_template=apply_chat_template)
 
     with tempfile.TemporaryDirectory(prefix="kotune-eval-") as work:
         manager = task_manager(names, data_dir, Path(work))
         loaded = load_tasks(manager, names)
-        raw = run_lm_eval(model_args, loaded, manager, num_fewshot, limit, batch_size, device, dtype,
-                          apply_chat_template)
-        scores = scores_of(raw)
-        record = _record(str(run_dir), model_args, scores, raw, num_fewshot, limit, apply_chat_template)
-        base_record = None
-        if baseline_args is not None:
-            base_raw = run_lm_eval(baseline_args, loaded, manager, num_fewshot, limit, batch_size, device, dtype,
-                                   apply_chat_template)
-            baseline_scores = scores_of(base_raw)
-            base_record = _record(baseline_args["pretrained"], baseline_args, baseline_scores, base_raw,
-                                  num_fewshot, limit, apply_chat_template)
+        raws = evaluate_model(model_args, shots, loaded, manager, **settings)
+        base_raws = evaluate_model(baseline_args, shots, loaded, manager, **settings) if baseline_args else None
 
     from lm_eval.utils import handle_non_serializable
 
+    record = _record(str(run_dir), model_args, raws, num_fewshot, limit, apply_chat_template)
     out.mkdir(parents=True, exist_ok=True)
     dump = lambda obj: json.dumps(obj, indent=2, ensure_ascii=False, default=handle_non_serializable)  # noqa: E731
-    if base_record is not None:
+    if base_raws is not None:
+        base_record = _record(baseline_args["pretrained"], baseline_args, base_raws, num_fewshot, limit,
+                              apply_chat_template)
         (out / "baseline.json").write_text(dump(base_record))
         record["baseline"] = str(out / "baseline.json")
+        baseline_scores = {k: scores_of(raw) for k, raw in base_raws.items()}
     elif baseline is not None:
         record["baseline"] = str(baseline)
     (out / "results.json").write_text(dump(record))
-    columns = [(baseline_label, baseline_scores)] if baseline_scores is not None else []
-    columns.append((Path(run_dir).resolve().name, scores))
-    note = (f"{num_fewshot}-shot, lm-eval {raw.get('lm_eval_version', '')}, "
-            f"rows per task: {', '.join(f'{t} {n}' for t, n in _rows(raw).items())}")
-    (out / "results.md").write_text(markdown_table(columns, note))
+
+    scores = {k: scores_of(raw) for k, raw in raws.items()}
+    name = Path(run_dir).resolve().name
+    first = next(iter(raws.values()))
+    note = (f"lm-eval {first.get('lm_eval_version', '')}, "
+            f"rows per task: {', '.join(f'{t} {n}' for t, n in _rows(first).items())}")
+    models = ([(baseline_label, baseline_scores)] if baseline_scores is not None else []) + [(name, scores)]
+    blocks = [shots_table(models, shots)] if len(shots) > 1 else []
+    for k in shots:
+        table = markdown_table([(label, by_shot.get(k, {})) for label, by_shot in models], f"{k}-shot, {note}")
+        blocks.append(f"### {shot_key(k)}\n\n{table}" if len(shots) > 1 else table)
+    (out / "results.md").write_text("\n".join(blocks))
     logger.info("eval results: %s, %s", out / "results.json", out / "results.md")
-    return scores
+    return {shot_key(k): v for k, v in scores.items()} if isinstance(num_fewshot, list) else scores[shots[0]]
+
+
+def _shot_list(num_fewshot) -> list[int]:
+    """num_fewshot as a list of distinct counts >= 0; a clear error otherwise."""
+    shots = num_fewshot if isinstance(num_fewshot, list) else [num_fewshot]
+    if not shots or any(isinstance(k, bool) or not isinstance(k, int) or k < 0 for k in shots):
+        raise KotuneError(f"num_fewshot must be a count >= 0 or a list of them (e.g. [0, 1, 2, 5, 10]), "
+                          f"got {num_fewshot!r}")
+    if len(set(shots)) != len(shots):
+        raise KotuneError(f"num_fewshot lists a count twice: {num_fewshot}")
+    return shots
 
 
 def _has_chat_template(tokenizer_dir: str) -> bool:
@@ -279,8 +335,8 @@ def _has_chat_template(tokenizer_dir: str) -> bool:
         config.is_file() and bool(json.loads(config.read_text()).get("chat_template")))
 
 
-def _baseline(baseline, model_args: dict, num_fewshot: int, limit) -> tuple[dict | None, dict | None, str]:
-    """(model_args to evaluate, or scores already known, and the column label) for --baseline."""
+def _baseline(baseline, model_args: dict, shots: list[int], limit) -> tuple[dict | None, dict | None, str]:
+    """(model_args to evaluate, or {shots: scores} already known, and the column label) for --baseline."""
     if baseline is None:
         return None, None, ""
     if str(baseline) == "base" and not Path("base").exists():
@@ -292,15 +348,30 @@ def _baseline(baseline, model_args: dict, num_fewshot: int, limit) -> tuple[dict
         if not Path(baseline).is_file():
             raise KotuneError(f"baseline results '{baseline}' do not exist")
         record = json.loads(Path(baseline).read_text())
-        scores = record["tasks"] if "tasks" in record else scores_of(record) if "results" in record else None
-        if scores is None:
+        by_shot = _recorded_scores(record, shots)
+        if by_shot is None:
             raise KotuneError(f"'{baseline}' is neither a kotune eval results.json nor lm-eval's results JSON")
-        if (record.get("num_fewshot"), record.get("limit")) not in ((num_fewshot, limit), (None, None)):
-            logger.warning("baseline %s was scored with num_fewshot=%s, limit=%s; this run: %s, %s", baseline,
-                           record.get("num_fewshot"), record.get("limit"), num_fewshot, limit)
-        return None, scores, Path(record.get("model") or Path(baseline).stem).name
+        missing = [k for k in shots if k not in by_shot]
+        if missing or record.get("limit", limit) != limit:
+            logger.warning("baseline %s was scored at %s shots, limit=%s; this run: %s shots, limit=%s (its column "
+                           "stays empty where it has no scores)", baseline, sorted(by_shot), record.get("limit"),
+                           shots, limit)
+        return None, by_shot, Path(record.get("model") or Path(baseline).stem).name
     label = Path(baseline).resolve().name if Path(baseline).exists() else str(baseline)  # a dir, or a Hub id
     return model_args_for(baseline, hub_ok=True), None, label
+
+
+def _recorded_scores(record: dict, shots: list[int]) -> dict[int, dict] | None:
+    """{shots: {task: scores}} from a kotune results.json (one or several shot counts) or lm-eval's own JSON."""
+    recorded = record.get("num_fewshot")
+    if isinstance(recorded, list) and isinstance(record.get("tasks"), dict):
+        return {int(key.removesuffix("-shot")): v for key, v in record["tasks"].items()}
+    if "tasks" in record:
+        return {recorded if isinstance(recorded, int) else shots[0]: record["tasks"]}
+    if "results" in record:
+        counts = set(record.get("n-shot", {}).values())
+        return {counts.pop() if len(counts) == 1 else shots[0]: scores_of(record)}
+    return None
 
 
 def _rows(raw: dict) -> dict[str, int]:
@@ -352,6 +423,16 @@ def evaluate_after_training(kot, output_dir: str) -> dict[str, dict[str, float]]
 
 
 # --- CLI -----------------------------------------------------------------------------------------------------
+def _shots(text: str) -> int | list[int]:
+    try:
+        counts = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError("give a count or a comma list of counts, e.g. 0,1,2,5,10") from None
+    if any(k < 0 for k in counts):
+        raise argparse.ArgumentTypeError("counts must be >= 0")
+    return counts if "," in text else counts[0]
+
+
 def _limit(text: str) -> float:
     value = float(text)
     if value <= 0:
@@ -367,7 +448,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--tasks", default=",".join(KIT19_TASKS),
                         help=f"comma list of {', '.join(TASKS)}, or kit19 | kobest | klue | all "
                              "(default: the KIT-19 table's six)")
-    parser.add_argument("--num_fewshot", type=int, default=0, help="in-context examples per question (default 0)")
+    parser.add_argument("--num_fewshot", type=_shots, default=0,
+                        help="in-context examples per question (default 0), or a list such as 0,1,2,5,10: "
+                             "each model is loaded once and scored at every count")
     parser.add_argument("--limit", type=_limit, default=None,
                         help="rows per task (or a share < 1): quick checks only, scores are not comparable")
     parser.add_argument("--out", default=None, help="output folder (default RUN_DIR/eval)")

@@ -150,9 +150,21 @@ def _eval_problems(evaluation: dict) -> list[str]:
     from kotune.config import _suggest
     from kotune.evaluate import evaluate_run
 
+    from kotune.errors import KotuneError
+    from kotune.eval_tasks import resolve_tasks
+    from kotune.evaluate import _shot_list
+
     valid = set(inspect.signature(evaluate_run).parameters) - {"run_dir", "out_dir"}
-    return [f"eval.{key}: unknown eval key{_suggest(key, valid)} (valid: {', '.join(sorted(valid))})"
-            for key in evaluation if key not in valid]
+    problems = [f"eval.{key}: unknown eval key{_suggest(key, valid)} (valid: {', '.join(sorted(valid))})"
+                for key in evaluation if key not in valid]
+    checks = {"tasks": resolve_tasks, "num_fewshot": _shot_list}  # said now, not after the first run trains
+    for key, check in checks.items():
+        if key in evaluation:
+            try:
+                check(evaluation[key])
+            except KotuneError as err:
+                problems.append(f"eval.{key}: {err}")
+    return problems
 
 
 def _find_base(base: str, sweep_path: Path) -> Path | None:

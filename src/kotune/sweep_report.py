@@ -58,13 +58,18 @@ def summarize(out: Path, runs: list[tuple[str, dict]], records: dict) -> list[di
                                "best_loss": min(losses) if losses else None}
         if eval_losses:
             row["final_eval_loss"], row["best_eval_loss"] = eval_losses[-1], min(eval_losses)
-        for task, metrics in (record.eval or {}).items():
-            for metric, value in metrics.items():
-                row[f"{task}/{metric}"] = value
+        row.update(_flatten(record.eval or {}))  # task/metric, or 5-shot/task/metric for several shot counts
         row["useful_tokens_per_s"] = round(tokens / runtime, 1) if tokens and runtime else None
         row["wall_time_s"] = record.wall_time_s
         rows.append(row)
     return rows
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for key, value in tree.items():
+        flat.update(_flatten(value, f"{prefix}{key}/") if isinstance(value, dict) else {f"{prefix}{key}": value})
+    return flat
 
 
 def _read_json(path: Path) -> dict:
