@@ -175,6 +175,14 @@ def test_user_mistakes_get_one_line(sft_run, tmp_path, capsys):
     assert "kobest_copa: no data file" in err and "test.jsonl" in err
     assert "klue_sts:" in err and "lacks column(s) sentence2, labels" in err
 
+    err = one_line_error(["eval", str(sft_run), "--tasks", "kobest_copa,klue_sts", "--num_fewshot", "0,5",
+                          "--data_dir", str(FIXTURE), "--out", str(tmp_path / "o")], capsys)
+    assert "kobest_copa: 5-shot needs 5 examples to draw from, its few-shot split has 2" in err
+    assert "klue_sts: 5-shot needs 6" in err and "train.jsonl" in err and not (tmp_path / "o").exists()
+    with pytest.raises(SystemExit):  # argparse: usage line + the error
+        kotune(["eval", str(sft_run), "--num_fewshot", "0,-1"])
+    assert "argument --num_fewshot: counts must be >= 0" in capsys.readouterr().err
+
     err = one_line_error(["eval", str(sft_run), "--baseline", "EleutherAI/polyglot-ko-1.3b"], capsys)
     assert "'EleutherAI/polyglot-ko-1.3b' is neither a local model dir nor a Hub model this machine can reach" in err
 

@@ -155,6 +155,24 @@ def load_tasks(manager, tasks: list[str]) -> list:
     return loaded
 
 
+def check_fewshot_pools(tasks: list, shots: list[int]) -> None:
+    """Every task has enough examples to draw the largest shot count from (lm-eval would fail mid-run with
+    'Sample larger than population'). Drawing from the scored split itself excludes the question: one more."""
+    most = max(shots)
+    if most == 0:
+        return
+    problems = []
+    for task in tasks:
+        same_split = task.fewshot_cfg.split == task.config.test_split
+        need, have = most + same_split, len(task.fewshot_docs() or [])
+        if have < need:
+            problems.append(f"{task.task_name}: {most}-shot needs {need} examples to draw from, its few-shot split "
+                            f"has {have}")
+    if problems:
+        raise KotuneError("; ".join(problems) + ". Lower --num_fewshot, or add rows to the task's train split "
+                          "(with --data_dir: DIR/<task>/train.jsonl)")
+
+
 def run_lm_eval(lm, label: dict[str, str], tasks: list, manager, num_fewshot: int, limit: float | None,
                 apply_chat_template: bool = False) -> dict[str, Any]:
     """One `lm_eval.simple_evaluate` call; returns lm-eval's result dict. The shot count is set on the tasks
@@ -282,6 +300,7 @@ def evaluate_run(run_dir: str | Path, tasks: str | list[str] | None = None, num_
     with tempfile.TemporaryDirectory(prefix="kotune-eval-") as work:
         manager = task_manager(names, data_dir, Path(work))
         loaded = load_tasks(manager, names)
+        check_fewshot_pools(loaded, shots)
         raws = evaluate_model(model_args, shots, loaded, manager, **settings)
         base_raws = evaluate_model(baseline_args, shots, loaded, manager, **settings) if baseline_args else None
 
