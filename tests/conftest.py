@@ -15,6 +15,11 @@ os.environ.setdefault("DS_ACCELERATOR", "cpu")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("KOTUNE_CACHE_DIR", tempfile.mkdtemp(prefix="kotune-data-"))
 os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path.home() / ".cache" / "kotune" / "torch_extensions"))
+# This environment's tools first, as in an activated venv. torch JIT-builds DeepSpeed's CPU ops with the first
+# `ninja` on PATH; a system ninja of another version sees the other's build log as changed and rebuilds the op
+# (~40 s) each time the two alternate.
+if not os.environ.get("PATH", "").startswith(str(Path(sys.executable).parent) + os.pathsep):
+    os.environ["PATH"] = str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")
 
 import pytest  # noqa: E402
 import yaml  # noqa: E402

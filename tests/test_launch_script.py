@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import yaml
@@ -65,10 +62,8 @@ def test_bad_arguments(args, message):
 def test_launch_trains_with_zero3_on_two_cpu_processes(tiny_bases, tmp_path):
     out = tmp_path / "out"
     path = write_config(tmp_path / "c.yaml", base_config(tiny_bases["gpt_neox"], out, max_steps=2))
-    env = subprocess_env()
-    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env["PATH"]
     proc = subprocess.run([LAUNCH, "sft", str(path), "--gpus", "2", "--zero", "3", "--master-port", "29611"],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+                          cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert proc.stdout.splitlines()[0].startswith("env DS_ACCELERATOR=cpu deepspeed --num_gpus 2")
     record = json.loads((out / "run_info.json").read_text())
