@@ -284,7 +284,7 @@ def evaluate_run(run_dir: str | Path, tasks: str | list[str] | None = None, num_
     import torch
 
     names = resolve_tasks(tasks)
-    shots = _shot_list(num_fewshot)
+    shots = shot_counts(num_fewshot)
     model_args = model_args_for(run_dir, base)
     baseline_args, baseline_scores, baseline_label = _baseline(baseline, model_args, shots, limit)
     if apply_chat_template:
@@ -334,7 +334,7 @@ def evaluate_run(run_dir: str | Path, tasks: str | list[str] | None = None, num_
     return {shot_key(k): v for k, v in scores.items()} if isinstance(num_fewshot, list) else scores[shots[0]]
 
 
-def _shot_list(num_fewshot) -> list[int]:
+def shot_counts(num_fewshot) -> list[int]:
     """num_fewshot as a list of distinct counts >= 0; a clear error otherwise."""
     shots = num_fewshot if isinstance(num_fewshot, list) else [num_fewshot]
     if not shots or any(isinstance(k, bool) or not isinstance(k, int) or k < 0 for k in shots):

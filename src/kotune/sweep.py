@@ -148,16 +148,13 @@ def _eval_problems(evaluation: dict) -> list[str]:
     import inspect
 
     from kotune.config import _suggest
-    from kotune.evaluate import evaluate_run
-
-    from kotune.errors import KotuneError
     from kotune.eval_tasks import resolve_tasks
-    from kotune.evaluate import _shot_list
+    from kotune.evaluate import evaluate_run, shot_counts
 
     valid = set(inspect.signature(evaluate_run).parameters) - {"run_dir", "out_dir"}
     problems = [f"eval.{key}: unknown eval key{_suggest(key, valid)} (valid: {', '.join(sorted(valid))})"
                 for key in evaluation if key not in valid]
-    checks = {"tasks": resolve_tasks, "num_fewshot": _shot_list}  # said now, not after the first run trains
+    checks = {"tasks": resolve_tasks, "num_fewshot": shot_counts}  # said now, not after the first run trains
     for key, check in checks.items():
         if key in evaluation:
             try:
