@@ -44,10 +44,10 @@ def run(base: Path, work: Path, name: str, steps: int, **settings) -> dict:
 
     from kotune.config import build_config
     from kotune.data.preference import build_preference_dataset
-    from kotune.dpo import dpo_trainer_class
-    from kotune.dpo_models import load_policy_and_reference
-    from kotune.models import load_tokenizer
-    from kotune.prompts import install_template
+    from kotune.stages.dpo import dpo_trainer_class
+    from kotune.stages.dpo_reference import load_policy_and_reference
+    from kotune.models.loading import load_tokenizer
+    from kotune.data.prompt_formats import install_template
 
     raw = {"model_name_or_path": str(base), "dtype": "float32", "output_dir": str(work / name), "bf16": False,
            "gradient_checkpointing": False, "report_to": [], "save_strategy": "no", "max_steps": steps,
@@ -56,7 +56,7 @@ def run(base: Path, work: Path, name: str, steps: int, **settings) -> dict:
            "dataset_mixture": {"datasets": [{"id": str(ROOT / "src/kotune/data/sample/preference.jsonl"),
                                              "format": "preference"}]}}
     raw.update(settings)
-    cfg = build_config(raw, kind="dpo")
+    cfg = build_config(raw, stage="dpo")
     tok = load_tokenizer(str(base))
     install_template(tok, "koquality")
     data, _ = build_preference_dataset(cfg.kotune.dataset_mixture, tok, 256, 128)
@@ -79,7 +79,7 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--write", action="store_true")
     opts = parser.parse_args()
-    from kotune.tiny import tiny_base
+    from kotune.testing.tiny import tiny_base
 
     work = Path(tempfile.mkdtemp(prefix="kotune-bench-dpo-"))
     base = tiny_base("gpt_neox", work / "base", hidden=256, layers=4, seed=0)

@@ -115,9 +115,9 @@ def main() -> int:
     from kotune.config import build_config
     from kotune.data.packing import collator
     from kotune.data.prepare import prepare_sft_data
-    from kotune.models import load_tokenizer
-    from kotune.prompts import install_template
-    from kotune.tiny import tiny_base
+    from kotune.models.loading import load_tokenizer
+    from kotune.data.prompt_formats import install_template
+    from kotune.testing.tiny import tiny_base
 
     work = Path(tempfile.mkdtemp(prefix="kotune-bench-"))
     os.environ["KOTUNE_CACHE_DIR"] = str(work / "cache")

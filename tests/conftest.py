@@ -32,7 +32,7 @@ ARCHS = ("gpt_neox", "llama", "mistral")
 @pytest.fixture(scope="session")
 def tiny_bases(tmp_path_factory) -> dict[str, Path]:
     """arch → folder with a random tiny model (hidden 64, 2 layers) and its tokenizer."""
-    from kotune.tiny import tiny_base
+    from kotune.testing.tiny import tiny_base
 
     root = tmp_path_factory.mktemp("bases")
     return {arch: tiny_base(arch, root / arch, hidden=64, layers=2, seed=0, init_std=0.2) for arch in ARCHS}
@@ -40,14 +40,14 @@ def tiny_bases(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="session")
 def sp_tokenizer(tmp_path_factory):
-    from kotune.tiny import sentencepiece_tokenizer
+    from kotune.testing.tiny import sentencepiece_tokenizer
 
     return sentencepiece_tokenizer(tmp_path_factory.mktemp("sp"))
 
 
 @pytest.fixture(scope="session")
 def bpe_tokenizer(tmp_path_factory):
-    from kotune.tiny import korean_bpe_tokenizer
+    from kotune.testing.tiny import korean_bpe_tokenizer
 
     return korean_bpe_tokenizer(tmp_path_factory.mktemp("bpe"))
 

@@ -20,13 +20,13 @@ def run(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def loaded(run):
-    from kotune.generate import load_for_inference
+    from kotune.inference.loading import load_for_inference
 
     return load_for_inference(run)
 
 
 def test_stream_equals_answer_and_arrives_in_chunks(loaded):
-    from kotune.generate import WordStreamer, answer
+    from kotune.inference.generate import answer, WordStreamer
 
     model, tok = loaded
     want = answer(model, tok, QUESTION, max_new_tokens=40)
@@ -45,7 +45,7 @@ def test_stream_keeps_spaces_after_newlines(tiny_bases):
     import torch
     from transformers import AutoTokenizer, TextStreamer
 
-    from kotune.generate import WordStreamer
+    from kotune.inference.generate import WordStreamer
 
     tok = AutoTokenizer.from_pretrained(tiny_bases["llama"])
     text = "서울입니다.\n수도는 서울이에요.\n 네, 맞아요"
@@ -68,7 +68,7 @@ def test_stream_keeps_spaces_after_newlines(tiny_bases):
 
 
 def test_chat_prompt_prints_the_answer(run, loaded, capsys):
-    from kotune.generate import answer
+    from kotune.inference.generate import answer
 
     want = answer(*loaded, QUESTION, max_new_tokens=40)
     assert kotune(["chat", str(run), "--prompt", QUESTION, "--max_new_tokens", "40"]) == 0
@@ -76,7 +76,7 @@ def test_chat_prompt_prints_the_answer(run, loaded, capsys):
 
 
 def test_chat_reads_stdin_until_eof_on_adapter_and_merged_dirs(run, loaded, tmp_path, capsys, monkeypatch):
-    from kotune.generate import answer
+    from kotune.inference.generate import answer
 
     questions = [QUESTION, "", "김치는 어떻게 만들어요?"]
     want = [answer(*loaded, q, max_new_tokens=20) for q in questions if q]
@@ -90,8 +90,8 @@ def test_chat_reads_stdin_until_eof_on_adapter_and_merged_dirs(run, loaded, tmp_
 
 
 def test_chat_on_a_full_model_without_template_uses_the_arch_default(tiny_bases, capsys):
-    from kotune.generate import load_for_inference
-    from kotune.prompts import TEMPLATES
+    from kotune.inference.loading import load_for_inference
+    from kotune.data.prompt_formats import TEMPLATES
 
     model, tok = load_for_inference(tiny_bases["gpt_neox"])
     assert tok.chat_template == TEMPLATES["koquality"]

@@ -119,7 +119,7 @@ SHIPPED_DPO = sorted((REPO / "configs" / "dpo").glob("*.yaml"))
 def test_shipped_dpo_configs_validate(path: Path):
     text = path.read_text(encoding="utf-8")
     assert text.startswith("#") and "train/dpo.py" in "".join(text.splitlines()[1:4])
-    cfg = build_config(yaml.safe_load(text), kind="dpo", source=str(path), check_paths=False)
+    cfg = build_config(yaml.safe_load(text), stage="dpo", source=str(path), check_paths=False)
     assert cfg.kotune.max_prompt_length and cfg.training.beta == 0.1
     assert all(s.format == "preference" for s in cfg.kotune.dataset_mixture.datasets)
 

@@ -8,10 +8,11 @@ import pytest
 
 from conftest import SAMPLE
 from kotune.config import DatasetMixture, DatasetSource
-from kotune.data.mixture import build_sft_dataset, share_counts
+from helpers import build_sft_dataset
+from kotune.data.mixture import share_counts
 from kotune.errors import KotuneError
-from kotune.models import load_tokenizer
-from kotune.prompts import install_template
+from kotune.models.loading import load_tokenizer
+from kotune.data.prompt_formats import install_template
 
 GOOD = {"instruction": "다음 문장의 감정을 분류하세요.", "input": "오늘 정말 행복해요.", "output": "긍정"}
 

@@ -47,7 +47,7 @@ def dpo_config(model_dir, out, data, **extra):
 @pytest.fixture(scope="module")
 def experiment(tmp_path_factory):
     """SFT a tiny model on both styles of every answer, then DPO towards polite (and, as a control, casual)."""
-    from kotune.tiny import tiny_base
+    from kotune.testing.tiny import tiny_base
 
     root = tmp_path_factory.mktemp("dpo")
     order = list(range(len(PREFS)))
@@ -74,7 +74,7 @@ def experiment(tmp_path_factory):
 
 
 def _logp(model, tok, prompt, answer):
-    from kotune.prompts import encode_conversation
+    from helpers import encode_conversation
 
     ids, labels = encode_conversation(tok, [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}])
     x, y = torch.tensor([ids]), torch.tensor([labels])
@@ -86,7 +86,8 @@ def _logp(model, tok, prompt, answer):
 
 def _measure(run_dir, ref, held, beta=0.1):
     """Implied-reward accuracy and margin against the SFT reference, polite share and correctness of greedy answers."""
-    from kotune.generate import answer, load_for_inference
+    from kotune.inference.generate import answer
+    from kotune.inference.loading import load_for_inference
 
     model, tok = load_for_inference(run_dir)
     margins, polite, correct = [], 0, []
@@ -102,7 +103,7 @@ def _measure(run_dir, ref, held, beta=0.1):
 
 
 def test_dpo_moves_held_out_preferences_and_the_control_moves_back(experiment):
-    from kotune.generate import load_for_inference
+    from kotune.inference.loading import load_for_inference
 
     ref = load_for_inference(experiment["sft"])
     held = experiment["held"]  # prompts DPO never saw (SFT saw them, in both styles)
@@ -145,8 +146,8 @@ def test_prompt_ids_match_sft_inference(experiment):
     """DPO trains on exactly the prompt ids SFT inference sends."""
     from kotune.config import DatasetMixture, DatasetSource
     from kotune.data.preference import build_preference_dataset
-    from kotune.models import load_tokenizer
-    from kotune.prompts import prompt_ids
+    from kotune.models.loading import load_tokenizer
+    from kotune.data.prompt_formats import prompt_ids
 
     tok = load_tokenizer(str(experiment["sft"]))
     data = experiment["root"] / "dpo.jsonl"
@@ -162,8 +163,8 @@ def test_prompt_ids_match_sft_inference(experiment):
 def test_preference_rows_dropped_by_reason(tmp_path, tiny_bases):
     from kotune.config import DatasetMixture, DatasetSource
     from kotune.data.preference import build_preference_dataset
-    from kotune.models import load_tokenizer
-    from kotune.prompts import install_template
+    from kotune.models.loading import load_tokenizer
+    from kotune.data.prompt_formats import install_template
 
     tok = load_tokenizer(str(tiny_bases["gpt_neox"]))
     install_template(tok, "komt")

@@ -13,7 +13,9 @@ from conftest import base_config, run_sft_inprocess, write_config
 from kotune.cli import main as kotune
 from kotune.config import build_config
 from kotune.errors import ConfigError
-from kotune.evaluate import KIT19_TASKS, TASKS, evaluate_run, lm_eval_model, model_args_for
+from kotune.eval.tasks import KIT19_TASKS, TASKS
+from kotune.eval.run import evaluate_run
+from kotune.eval.harness import lm_eval_model, model_args_for
 from test_export import sft_run as shared_sft_run
 
 FIXTURE = Path(__file__).parent / "fixtures" / "eval"
@@ -208,7 +210,7 @@ def test_eval_fields_are_validated_with_the_config(tmp_path, tiny_bases):
     raw.update(eval_baseline="base", use_peft=False)  # a full fine-tune has no base to compare with
     assert any("eval_baseline" in p for p in problems(raw))
     raw.update(eval_baseline="base", use_peft=True)
-    assert any("end of SFT only" in p for p in problems(raw, kind="dpo"))
+    assert any("end of SFT only" in p for p in problems(raw, stage="dpo"))
     assert list(KIT19_TASKS) == ["kobest_copa", "kobest_boolq", "kobest_hellaswag", "klue_sts", "kobest_sentineg",
                                  "klue_ynat"]  # the KIT-19 README table's rows, in its order
 
@@ -220,7 +222,7 @@ def problems(raw: dict, **kw) -> list[str]:
 
 
 def test_table_bolds_the_better_model_only():
-    from kotune.evaluate import markdown_table
+    from kotune.eval.tables import markdown_table
 
     table = markdown_table([("base", {"klue_sts": {"acc": 0.5, "macro_f1": 0.4}}),
                             ("run", {"klue_sts": {"acc": 0.5, "macro_f1": 0.6}, "klue_ynat": {"acc": 0.25}})])

@@ -35,7 +35,7 @@ def nopad_base(tmp_path_factory):
         from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
         from transformers import PreTrainedTokenizerFast
 
-        from kotune.tiny import sample_texts, tiny_model
+        from kotune.testing.tiny import sample_texts, tiny_model
 
         tok = Tokenizer(models.BPE())
         tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -110,8 +110,8 @@ def test_merge_4bit_trained_adapter_equals_what_was_trained(llama_q4_run, tmp_pa
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from kotune.generate import trained_model_args
-    from kotune.models import load_base
+    from kotune.inference.loading import trained_model_args
+    from kotune.models.loading import load_base
 
     out = tmp_path / "merged"
     assert kotune(["merge", str(llama_q4_run), "--out", str(out)]) == 0
@@ -141,8 +141,8 @@ def test_merge_8bit_trained_adapter(tiny_bases, tmp_path_factory, tmp_path):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from kotune.generate import trained_model_args
-    from kotune.models import load_base
+    from kotune.inference.loading import trained_model_args
+    from kotune.models.loading import load_base
 
     run = sft_run(tmp_path_factory, "llama-lora8", tiny_bases["llama"], load_in_8bit=True, max_steps=2)
     out = tmp_path / "merged"
@@ -183,7 +183,7 @@ def test_merge_a_chain_of_adapters(neox_run, tmp_path):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from kotune.generate import load_for_inference
+    from kotune.inference.loading import load_for_inference
 
     inner, tok = load_for_inference(neox_run)
     torch.manual_seed(0)

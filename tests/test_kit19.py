@@ -12,10 +12,10 @@ import pytest
 from conftest import REPO, base_config, run_sft_inprocess, subprocess_env, write_config
 from kotune.config import DatasetMixture, DatasetSource
 from kotune.data.kit19 import load_task, task_names
-from kotune.data.mixture import build_sft_variants
+from kotune.data.sft_dataset import build_sft_variants
 from kotune.errors import KotuneError
-from kotune.models import load_tokenizer
-from kotune.prompts import install_template
+from kotune.models.loading import load_tokenizer
+from kotune.data.prompt_formats import install_template
 
 SAMPLES = REPO / "src" / "kotune" / "data" / "sample" / "kit19"
 SLOTS = ["apeach", "unsmile", "hatescore", "kobest_boolq", "kobest_copa", "kobest_hellaswag", "kobest_wic", "kornli",

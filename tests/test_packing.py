@@ -9,10 +9,11 @@ import torch
 
 from conftest import ARCHS, SAMPLE, base_config, run_sft_inprocess, write_config
 from kotune.config import DatasetMixture, DatasetSource
-from kotune.data.mixture import build_sft_dataset
-from kotune.data.packing import bfd_pack, collator, example_losses, useful_fraction
-from kotune.models import load_tokenizer
-from kotune.prompts import install_template
+from helpers import build_sft_dataset
+from kotune.data.packing import bfd_pack, collator, useful_fraction
+from helpers import example_losses
+from kotune.models.loading import load_tokenizer
+from kotune.data.prompt_formats import install_template
 
 
 def _examples(tiny_bases, arch, n=6):

@@ -11,12 +11,12 @@ import torch
 
 from conftest import REPO, base_config
 from kotune.config import build_config
-from kotune.plan import count_parameters, estimate, model_config
+from kotune.tools.plan import count_parameters, estimate, model_config
 
 
 @pytest.mark.parametrize("use_peft", [True, False])
 def test_counts_and_optimizer_bytes_match_a_real_model(use_peft, tiny_bases, tmp_path):
-    from kotune.models import load_model, load_tokenizer
+    from kotune.models.loading import load_model, load_tokenizer
 
     cfg = build_config(base_config(tiny_bases["llama"], tmp_path / "o", use_peft=use_peft))
     config = model_config(str(tiny_bases["llama"]), REPO)

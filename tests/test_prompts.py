@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from kotune.models import load_tokenizer
-from kotune.prompts import TEMPLATES, encode_conversation, install_template, prompt_ids, render_prompt
+from kotune.models.loading import load_tokenizer
+from kotune.data.prompt_formats import install_template, prompt_ids, render_prompt, TEMPLATES
+from helpers import encode_conversation
 
 Q, A = "다음 문장을 존댓말로 바꿔 줘. 밥 먹었어?", "진지 드셨어요?"
 USER = [{"role": "user", "content": Q}]

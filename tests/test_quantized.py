@@ -7,7 +7,7 @@ import torch
 
 from conftest import base_config
 from kotune.config import build_config
-from kotune.models import load_model, load_tokenizer
+from kotune.models.loading import load_model, load_tokenizer
 
 
 def _build(tiny_bases, tmp_path, arch, **quant):

@@ -16,7 +16,8 @@ import yaml
 
 from conftest import REPO, base_config, subprocess_env, write_config
 from kotune.cli import main as kotune
-from kotune.sweep import expand, is_finished, run_name
+from kotune.tools.sweep import is_finished
+from kotune.tools.sweep_file import expand, run_name
 
 EVAL_DATA = REPO / "tests" / "fixtures" / "eval"
 GRID = {"learning_rate": [1.0e-3, 1.0e-2], "lora_r": [4, 8]}

@@ -4,12 +4,12 @@
     accelerate launch train/dpo.py CONFIG.yaml [--key=value ...]
     deepspeed train/dpo.py CONFIG.yaml --deepspeed deepspeed/zero2.json
 
-The sections live in kotune/dpo.py, so that `kotune dpo` runs the very same code.
+The sections live in kotune/stages/dpo.py, so that `kotune dpo` runs the very same code.
 """
 
 import sys
 
-from kotune.dpo import main
+from kotune.stages.dpo import main
 from kotune.errors import user_errors_exit
 
 if __name__ == "__main__":

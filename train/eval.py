@@ -2,13 +2,13 @@
 
     python train/eval.py RUN_DIR [--tasks kit19] [--num_fewshot 0] [--baseline base] [--data_dir DIR]
 
-The logic lives in kotune/evaluate.py (`evaluate_run` for Python callers, e.g. sweeps).
+The logic lives in kotune/eval/run.py (`evaluate_run` for Python callers, e.g. sweeps).
 """
 
 import sys
 
 from kotune.errors import user_errors_exit
-from kotune.evaluate import main
+from kotune.eval.run import main
 
 if __name__ == "__main__":
     with user_errors_exit():

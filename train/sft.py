@@ -4,14 +4,14 @@
     accelerate launch train/sft.py CONFIG.yaml [--key=value ...]
     deepspeed train/sft.py CONFIG.yaml --deepspeed deepspeed/zero3_offload.json
 
-The sections (logging, config, tokenizer, data, model, trainer, train, save) live in kotune/sft.py, so that
+The sections (logging, config, tokenizer, data, model, trainer, train, save) live in kotune/stages/sft.py, so that
 `kotune sft` runs the very same code.
 """
 
 import sys
 
 from kotune.errors import user_errors_exit
-from kotune.sft import main
+from kotune.stages.sft import main
 
 if __name__ == "__main__":
     with user_errors_exit():

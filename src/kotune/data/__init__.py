@@ -1,1 +1,1 @@
-"""Data: sources, mixture, tokenization with answer-only labels."""
+"""Data: sources, formats, the KIT-19 registry, one mixture engine, tokenize-and-label, packing, cache."""

@@ -31,7 +31,7 @@ def _code_fingerprint() -> str:
     """Changes whenever the code or the templates that shape the data change."""
     h = hashlib.sha256()
     pkg = Path(str(resources.files("kotune")))
-    for path in sorted([*pkg.glob("data/*.py"), pkg / "prompts.py", *pkg.glob("data/kit19/*.yaml")]):
+    for path in sorted([*pkg.glob("data/*.py"), *pkg.glob("data/kit19/*.yaml")]):
         h.update(path.name.encode())
         h.update(path.read_bytes())
     return h.hexdigest()

@@ -1,25 +1,20 @@
-"""Mix sources by weight, tokenize with answer-only labels, and report what was used and dropped.
+"""The one mixture engine, for SFT and preference data alike: caps, shares, seeded sampling, report, shuffle.
 
 A source's `weight` is its share of the final mixture: with weights 3 and 1, three quarters of the rows come from
 the first source. The mixture keeps the total of the capped sources; a source with too few rows is upsampled
 (rows repeat, and a repeated KIT-19 row gets its own template), one with more is downsampled, both with the seed.
-
-KIT-19 sources are rendered once per epoch ("variants"), so each epoch draws new templates.
 """
 
 from __future__ import annotations
 
 import logging
 import random
-from collections import Counter
-from typing import Callable
 
-from datasets import Dataset
+from dataclasses import dataclass
 
-from kotune.config import DatasetMixture
+from kotune.config.schema import DatasetMixture
 from kotune.data.sources import SourceRows, load_source
 from kotune.errors import KotuneError
-from kotune.prompts import encode_conversations
 
 logger = logging.getLogger(__name__)
 
@@ -56,69 +51,19 @@ def _default_cap(rows: SourceRows) -> int | None:
     return None
 
 
-def _render(rows: SourceRows, record, key: str, epoch: int):
-    try:
-        return rows.to_messages(record, key, epoch), None
-    except Exception as err:  # a template that cannot render this row
-        return None, f"template error ({type(err).__name__})"
+@dataclass
+class Pick:
+    """One drawn row of a source: its record index and a key that tells repeats apart (for KIT-19 templates)."""
+
+    index: int
+    key: str
 
 
-def _encode_source(rows: SourceRows, picks: list[tuple[int, str]], tokenizer, max_length: int | None,
-                   overlong: str, n_variants: int, tries: int = 8):
-    """Per pick: ([(ids, labels)] * variants, reason, truncated). Batched: one tokenizer call per attempt.
+def draw(mixture: DatasetMixture, strict: bool = False) -> tuple[random.Random, list[tuple[SourceRows, list[Pick]]]]:
+    """(the mixture's RNG, each source's rows with the picks drawn from them): caps, then shares, then sampling.
 
-    A KIT-19 example whose drawn template makes it longer than max_length tries other templates before it is
-    dropped; an instruction or chat row has one form only.
+    The RNG goes on to shuffle the final examples (`shuffled`), so a seed fixes the whole mixture.
     """
-    n_epochs = n_variants if rows.templated else 1
-    attempts = tries if rows.templated else 1
-    results: list[list] = [[None] * n_epochs for _ in picks]
-    reasons: list[str | None] = [None] * len(picks)
-    truncated = [0] * len(picks)
-    for epoch in range(n_epochs):
-        pending = [i for i in range(len(picks)) if reasons[i] is None]
-        for attempt in range(attempts):
-            if not pending:
-                break
-            batch, owners = [], []
-            for i in pending:
-                index, key = picks[i]
-                messages, reason = _render(rows, rows.records[index], key, epoch + attempt * n_variants)
-                if reason:
-                    reasons[i] = reason
-                    continue
-                batch.append(messages)
-                owners.append(i)
-            still_long = []
-            for i, (ids, labels) in zip(owners, encode_conversations(tokenizer, batch)):
-                if max_length is None or len(ids) <= max_length:
-                    results[i][epoch] = (ids, labels)
-                elif overlong == "truncate":
-                    results[i][epoch] = (ids[:max_length], labels[:max_length])
-                    truncated[i] = 1
-                else:
-                    still_long.append(i)
-            pending = still_long
-        for i in pending:
-            reasons[i] = "longer than max_length"
-        for i in range(len(picks)):
-            if reasons[i] is None and all(x == -100 for x in results[i][epoch][1]):
-                reasons[i] = "no answer tokens left after truncation"
-    out = []
-    for i in range(len(picks)):
-        if reasons[i]:
-            out.append((None, reasons[i], 0))
-        else:
-            variants = results[i] if rows.templated else results[i] * n_variants
-            out.append((variants, None, truncated[i]))
-    return out
-
-
-def build_sft_variants(mixture: DatasetMixture, tokenizer, max_length: int | None, overlong: str = "drop",
-                       strict: bool = False, variants_for: Callable[[int], int] = lambda n: 1,
-                       ) -> tuple[list[Dataset], dict]:
-    """(one tokenized dataset per epoch variant, report per source). All variants hold the same examples in the
-    same order; only KIT-19 phrasings differ between them."""
     rng = random.Random(mixture.seed)
     loaded = [load_source(src, strict=strict, seed=mixture.seed) for src in mixture.datasets]
     capped = []
@@ -133,56 +78,39 @@ def build_sft_variants(mixture: DatasetMixture, tokenizer, max_length: int | Non
         targets = share_counts([len(c) for c in capped], [r.source.weight for r in loaded])
     else:
         targets = [len(capped[0])]
-    n_variants = max(1, int(variants_for(sum(targets)))) if any(r.templated for r in loaded) else 1
-
-    examples: list[list[tuple[list[int], list[int]]]] = []
-    report = {}
+    drawn = []
     for rows, indices, target in zip(loaded, capped, targets):
-        seen: Counter = Counter()
-        used = truncated = 0
+        seen: dict[int, int] = {}
         picks = []
         for index in sample(indices, target, rng):
-            picks.append((index, f"{index}:{seen[index]}"))  # repeats of a row get their own key (and template)
-            seen[index] += 1
-        for (index, _), (variants, reason, cut) in zip(picks, _encode_source(rows, picks, tokenizer, max_length,
-                                                                             overlong, n_variants)):
-            if reason:
-                if strict:
-                    raise KotuneError(f"dataset '{rows.source.id}', row {index + 1}: {reason} (strict: true; "
-                                      "fix the row, raise max_length, or set strict: false to skip such rows)")
-                rows.dropped[reason] += 1
-                continue
-            examples.append(variants)
-            used += 1
-            truncated += cut
-        report[rows.source.id] = {
-            "format": rows.source.format,
-            "weight": rows.source.weight,
-            "requested": target,
-            "available": rows.available,
-            "used": used,
-            "truncated": truncated,
-            "dropped": dict(rows.dropped),
-        }
-        logger.info("data %s (%s): available %d, used %d, dropped %s", rows.source.id, rows.source.format,
-                    rows.available, used, dict(rows.dropped) or "none")
-    if not examples:
-        raise KotuneError("the dataset is empty after filtering: " + "; ".join(
+            picks.append(Pick(index, f"{index}:{seen.get(index, 0)}"))  # repeats get their own key (and template)
+            seen[index] = seen.get(index, 0) + 1
+        rows.requested = target
+        drawn.append((rows, picks))
+    return rng, drawn
+
+
+def drop(rows: SourceRows, index: int, reason: str, strict: bool, fix: str = "fix the row") -> None:
+    """Count a row dropped for `reason`, or raise naming the source and row under `strict: true`."""
+    if strict:
+        raise KotuneError(f"dataset '{rows.source.id}', row {index + 1}: {reason} (strict: true; {fix}, or set "
+                          "strict: false to skip such rows)")
+    rows.dropped[reason] += 1
+
+
+def source_report(rows: SourceRows, used: int, **extra) -> dict:
+    """What one source gave: rows available, requested by its weight, used, and dropped by reason."""
+    logger.info("data %s (%s): available %d, used %d, dropped %s", rows.source.id, rows.source.format,
+                rows.available, used, dict(rows.dropped) or "none")
+    return {"format": rows.source.format, "weight": rows.source.weight, "requested": rows.requested,
+            "available": rows.available, "used": used, **extra, "dropped": dict(rows.dropped)}
+
+
+def shuffled(n_examples: int, report: dict, rng: random.Random, what: str = "dataset") -> list[int]:
+    """The training order of the examples; the one error for a mixture left empty by filtering."""
+    if not n_examples:
+        raise KotuneError(f"the {what} is empty after filtering: " + "; ".join(
             f"{k}: {v['available']} rows, dropped {v['dropped'] or 'none'}" for k, v in report.items()))
-    order = list(range(len(examples)))
+    order = list(range(n_examples))
     rng.shuffle(order)
-    datasets = [
-        Dataset.from_dict({"input_ids": [examples[i][v][0] for i in order],
-                           "labels": [examples[i][v][1] for i in order]})
-        for v in range(n_variants)
-    ]
-    if n_variants > 1:
-        logger.info("KIT-19 templates: %d epoch variants, a new template draw per example per epoch", n_variants)
-    return datasets, report
-
-
-def build_sft_dataset(mixture: DatasetMixture, tokenizer, max_length: int | None, overlong: str = "drop",
-                      strict: bool = False) -> tuple[Dataset, dict]:
-    """The first-epoch dataset and the report (see build_sft_variants)."""
-    datasets, report = build_sft_variants(mixture, tokenizer, max_length, overlong, strict)
-    return datasets[0], report
+    return order

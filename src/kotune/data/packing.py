@@ -11,14 +11,11 @@ from __future__ import annotations
 import logging
 import math
 
-import torch
 from datasets import Dataset
 
 from kotune.errors import KotuneError
 
 logger = logging.getLogger(__name__)
-
-MODES = ("padded", "padding_free", "bfd")
 
 
 def packing_mode(resolved: dict, training_args) -> str:
@@ -83,23 +80,3 @@ def useful_fraction(lengths: list[int], batch_size: int, mode: str, max_length: 
         chunk = lengths[start:start + batch_size]
         computed += max(chunk) * len(chunk)
     return useful / computed
-
-
-def example_losses(model, batch: dict) -> torch.Tensor:
-    """Mean next-token loss of each example in a padded or padding-free batch (for checks and reports)."""
-    out = model(**{k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "position_ids")},
-                use_cache=False)
-    logits = out.logits[:, :-1].float()
-    labels = batch["labels"][:, 1:]
-    tok_loss = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels, ignore_index=-100, reduction="none")
-    if "position_ids" in batch and batch["input_ids"].shape[0] == 1:
-        starts = (batch["position_ids"][0] == 0).nonzero().flatten().tolist() + [batch["input_ids"].shape[1]]
-        losses = []
-        for s, e in zip(starts[:-1], starts[1:]):
-            seg_labels = labels[0, s:e - 1] if e - 1 > s else labels[0, s:s]
-            seg = tok_loss[0, s:e - 1]
-            mask = seg_labels != -100
-            losses.append(seg[mask].mean())
-        return torch.stack(losses)
-    mask = labels != -100
-    return (tok_loss * mask).sum(1) / mask.sum(1)

@@ -8,18 +8,12 @@ chosen equals rejected, when the prompt exceeds `max_prompt_length` tokens, or p
 
 from __future__ import annotations
 
-import logging
-import random
-
 from datasets import Dataset
 
-from kotune.config import DatasetMixture
-from kotune.data.mixture import sample, share_counts
-from kotune.data.sources import load_source
+from kotune.config.schema import DatasetMixture
+from kotune.data.encode import encode_conversations
+from kotune.data.mixture import draw, drop, shuffled, source_report
 from kotune.errors import KotuneError
-from kotune.prompts import encode_conversations
-
-logger = logging.getLogger(__name__)
 
 
 def _split(ids: list[int], labels: list[int]) -> tuple[list[int], list[int]]:
@@ -29,36 +23,23 @@ def _split(ids: list[int], labels: list[int]) -> tuple[list[int], list[int]]:
 
 def build_preference_dataset(mixture: DatasetMixture, tokenizer, max_length: int | None,
                              max_prompt_length: int | None, strict: bool = False) -> tuple[Dataset, dict]:
-    rng = random.Random(mixture.seed)
-    loaded = []
+    """(prompt_ids/chosen_ids/rejected_ids rows, report per source), drawn by the shared mixture engine."""
     for src in mixture.datasets:
         if src.format != "preference":
-            raise KotuneError(f"dataset '{src.id}': DPO needs format: preference ({{prompt, chosen, rejected}}), "
-                              f"not '{src.format}'")
-        loaded.append(load_source(src, strict=strict, seed=mixture.seed))
-    capped = []
-    for rows in loaded:
-        indices = list(range(len(rows.records)))
-        cap = rows.source.max_samples
-        if cap is not None and len(indices) > cap:
-            rows.dropped["over max_samples"] += len(indices) - cap
-            indices = rng.sample(indices, cap)
-        capped.append(indices)
-    targets = share_counts([len(c) for c in capped], [r.source.weight for r in loaded]) if len(capped) > 1 \
-        else [len(capped[0])]
-
+            raise KotuneError(f"dataset '{src.id}': preference training needs format: preference "
+                              f"({{prompt, chosen, rejected}}), not '{src.format}'")
+    rng, drawn = draw(mixture, strict)
     columns = {"prompt_ids": [], "chosen_ids": [], "rejected_ids": []}
     report = {}
-    for rows, indices, target in zip(loaded, capped, targets):
-        picks = sample(indices, target, rng)
+    for rows, picks in drawn:
         convs = []
-        for i in picks:
-            rec = rows.records[i]
+        for pick in picks:
+            rec = rows.records[pick.index]
             convs.append(rec["prompt"] + [{"role": "assistant", "content": rec["chosen"]}])
             convs.append(rec["prompt"] + [{"role": "assistant", "content": rec["rejected"]}])
         encoded = encode_conversations(tokenizer, convs)
         used = 0
-        for k, index in enumerate(picks):
+        for k, pick in enumerate(picks):
             prompt, chosen = _split(*encoded[2 * k])
             _, rejected = _split(*encoded[2 * k + 1])
             reason = None
@@ -67,21 +48,12 @@ def build_preference_dataset(mixture: DatasetMixture, tokenizer, max_length: int
             elif max_length is not None and len(prompt) + max(len(chosen), len(rejected)) > max_length:
                 reason = "longer than max_length"
             if reason:
-                if strict:
-                    raise KotuneError(f"dataset '{rows.source.id}', row {index + 1}: {reason} (strict: true)")
-                rows.dropped[reason] += 1
+                drop(rows, pick.index, reason, strict)
                 continue
             columns["prompt_ids"].append(prompt)
             columns["chosen_ids"].append(chosen)
             columns["rejected_ids"].append(rejected)
             used += 1
-        report[rows.source.id] = {"format": "preference", "weight": rows.source.weight, "requested": target,
-                                  "available": rows.available, "used": used, "dropped": dict(rows.dropped)}
-        logger.info("data %s (preference): available %d, used %d, dropped %s", rows.source.id, rows.available,
-                    used, dict(rows.dropped) or "none")
-    if not columns["prompt_ids"]:
-        raise KotuneError("the preference dataset is empty after filtering: " + "; ".join(
-            f"{k}: {v['available']} rows, dropped {v['dropped'] or 'none'}" for k, v in report.items()))
-    order = list(range(len(columns["prompt_ids"])))
-    rng.shuffle(order)
+        report[rows.source.id] = source_report(rows, used)
+    order = shuffled(len(columns["prompt_ids"]), report, rng, "preference dataset")
     return Dataset.from_dict({k: [v[i] for i in order] for k, v in columns.items()}), report

@@ -6,7 +6,7 @@ import logging
 
 from kotune.data.cache import cached_build
 from kotune.data.epochs import epochs_needed
-from kotune.data.mixture import build_sft_variants
+from kotune.data.sft_dataset import build_sft_variants
 
 logger = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""`kotune data CONFIG`: what a config will train on, before any GPU time is spent.
+"""The data report: what a config will train on, before any GPU time is spent (`kotune data CONFIG`).
 
 Prints and writes (JSON + PNG histogram): rows per source/task, dropped rows by reason, token-length
 percentiles, tokens per Hangul syllable, truncation, and the useful-token fraction of padded batches, padding-free
@@ -7,7 +7,6 @@ packing and best-fit-decreasing bins.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import re
@@ -115,26 +114,3 @@ def format_report(report: dict) -> str:
         "useful-token fraction: " + ", ".join(f"{k} {v}" for k, v in report["useful_token_fraction"].items()),
     ]
     return "\n".join(lines)
-
-
-def run_data_report(argv: list[str], out_dir: str | None = None) -> int:
-    from kotune.config import load_config
-    from kotune.data.prepare import prepare_sft_data
-    from kotune.models import architecture, load_model_config, load_tokenizer
-    from kotune.prompts import install_template, resolve_format
-
-    cfg = load_config(argv, kind="sft")
-    m = cfg.model
-    arch = architecture(load_model_config(m.model_name_or_path, m.trust_remote_code, m.model_revision))
-    tokenizer = load_tokenizer(m.model_name_or_path, m.trust_remote_code, m.model_revision)
-    install_template(tokenizer, resolve_format(cfg.kotune.prompt_format, arch, m.model_name_or_path, tokenizer))
-    variants, sources, hit = prepare_sft_data(cfg, tokenizer)
-    report = build_report(cfg, tokenizer, variants, sources)
-    report["cache_hit"] = hit
-    out = Path(out_dir or Path("runs") / "data_report" / Path(cfg.source).stem)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "data_report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False))
-    plot_lengths([len(x) for x in variants[0]["input_ids"]], out / "lengths.png", cfg.training.max_length)
-    print(format_report(report))
-    print(f"written: {out / 'data_report.json'}, {out / 'lengths.png'}")
-    return 0

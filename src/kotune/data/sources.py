@@ -12,14 +12,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from kotune.config import DatasetSource
+from kotune.config.schema import DatasetSource
+from kotune.data.formats import CONVERTERS
 from kotune.errors import KotuneError
-from kotune.prompts import join_instruction
+from kotune.data.prompt_formats import join_instruction
 
 logger = logging.getLogger(__name__)
 
 FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
-ROLES = {"system", "user", "assistant"}
 
 
 @dataclass
@@ -36,6 +36,7 @@ class SourceRows:
     dropped: Counter = field(default_factory=Counter)
     to_messages: Callable = field(default=lambda record, key, epoch: record)
     templated: bool = False
+    requested: int = 0  # rows the mixture drew from this source (its weight's share)
 
 
 def read_rows(source: DatasetSource, subset: str | None = None, limit: int | None = None):
@@ -78,100 +79,6 @@ def _open(source: DatasetSource, subset: str | None):
 def _first_line(err: Exception) -> str:
     text = str(err).strip().splitlines()
     return text[0] if text else type(err).__name__
-
-
-def _text(row: dict, key: str, required: bool) -> tuple[str | None, str | None]:
-    """(value, reason-if-bad) for a text field."""
-    value = row.get(key)
-    if value is None:
-        return None, (f"missing {key}" if required else None)
-    if not isinstance(value, str):
-        return None, f"{key} is not text"
-    if "\ufffd" in value:
-        return None, f"{key} has undecodable bytes"
-    if required and not value.strip():
-        return None, f"empty {key}"
-    return value, None
-
-
-def instruction_to_messages(row: dict) -> tuple[list[dict] | None, str | None]:
-    """`{instruction, input?, output}` → a user turn and an assistant turn."""
-    instruction, bad = _text(row, "instruction", True)
-    if bad:
-        return None, bad
-    input_text, bad = _text(row, "input", False)
-    if bad:
-        return None, bad
-    output, bad = _text(row, "output", True)
-    if bad:
-        return None, bad
-    return [
-        {"role": "user", "content": join_instruction(instruction, input_text)},
-        {"role": "assistant", "content": output.strip()},
-    ], None
-
-
-def chat_to_messages(row: dict) -> tuple[list[dict] | None, str | None]:
-    """`{messages: [{role, content}, ...]}`, with at least one assistant turn to learn from."""
-    messages = row.get("messages")
-    if not isinstance(messages, list) or not messages:
-        return None, "missing messages"
-    out = []
-    for m in messages:
-        if not isinstance(m, dict) or m.get("role") not in ROLES:
-            return None, "message without a valid role"
-        content, bad = _text(m, "content", True)
-        if bad:
-            return None, f"message {bad}"
-        out.append({"role": m["role"], "content": content})
-    if not any(m["role"] == "assistant" for m in out):
-        return None, "no assistant turn"
-    return out, None
-
-
-def _turns(value, name: str) -> tuple[list[dict] | None, str | None]:
-    """A prompt or answer given as text or as a message list."""
-    if isinstance(value, str):
-        if not value.strip():
-            return None, f"empty {name}"
-        if "\ufffd" in value:
-            return None, f"{name} has undecodable bytes"
-        role = "user" if name == "prompt" else "assistant"
-        return [{"role": role, "content": value.strip()}], None
-    if isinstance(value, list) and value:
-        messages, reason = chat_to_messages({"messages": value + ([{"role": "assistant", "content": "x"}]
-                                                                  if name == "prompt" else [])})
-        if reason and reason != "no assistant turn":
-            return None, f"{name}: {reason}"
-        return (messages[:-1] if name == "prompt" else messages), None
-    return None, (f"missing {name}" if value is None else f"{name} is not text or messages")
-
-
-def preference_to_record(row: dict) -> tuple[dict | None, str | None]:
-    """`{prompt, chosen, rejected}` as strings or message lists → {prompt: messages, chosen: text, rejected: text}.
-
-    A chosen/rejected message list may repeat the prompt (as in ultrafeedback_binarized); its last assistant turn
-    is the answer.
-    """
-    prompt, bad = _turns(row.get("prompt"), "prompt")
-    if bad:
-        return None, bad
-    if prompt[-1]["role"] != "user":
-        return None, "prompt does not end with a user turn"
-    answers = {}
-    for name in ("chosen", "rejected"):
-        turns, bad = _turns(row.get(name), name)
-        if bad:
-            return None, bad
-        if turns[-1]["role"] != "assistant":
-            return None, f"{name} does not end with an assistant turn"
-        answers[name] = turns[-1]["content"]
-    if answers["chosen"] == answers["rejected"]:
-        return None, "chosen equals rejected"
-    return {"prompt": prompt, **answers}, None
-
-
-CONVERTERS = {"instruction": instruction_to_messages, "chat": chat_to_messages, "preference": preference_to_record}
 
 
 def load_source(source: DatasetSource, strict: bool = False, seed: int = 42) -> SourceRows:

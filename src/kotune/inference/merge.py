@@ -39,7 +39,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def check_paths(adapter_dir: Path, out: Path, overwrite: bool) -> None:
     """Every problem with the two paths before any weights load."""
-    from kotune.generate import run_kind
+    from kotune.inference.loading import run_kind
 
     if run_kind(adapter_dir) == "model":
         raise KotuneError(f"'{adapter_dir}' is already a full model (config.json, no adapter_config.json): there is "
@@ -56,8 +56,8 @@ def merge(adapter_dir: str | Path, out: str | Path, dtype: str | None = None, ov
     """Merge `adapter_dir` into its base and save the full model in `out`; returns `out`."""
     import torch
 
-    from kotune.generate import adapter_chain, load_adapted, load_run_tokenizer, saved_dtype
-    from kotune.models import sync_special_tokens
+    from kotune.inference.loading import adapter_chain, load_adapted, load_run_tokenizer, saved_dtype
+    from kotune.models.loading import sync_special_tokens
 
     adapter_dir, out = Path(adapter_dir), Path(out)
     check_paths(adapter_dir, out, overwrite)
@@ -92,7 +92,7 @@ def _umask() -> int:
 
 
 def _write_info(path: Path, chain: list, dtype) -> None:
-    from kotune.generate import trained_model_args
+    from kotune.inference.loading import trained_model_args
     from kotune.records import package_versions, write_json
 
     args = trained_model_args(chain[-1])

@@ -29,7 +29,7 @@ def run_demo(root: str | Path = ".") -> int:
     start = time.time()
 
     print(f"[1/4] building a tiny GPT-NeoX base and a Korean BPE tokenizer from the bundled sample → {DEMO_BASE}")
-    from kotune.tiny import tiny_base
+    from kotune.testing.tiny import tiny_base
 
     tiny_base("gpt_neox", DEMO_BASE, hidden=128, layers=2, seed=0, init_std=0.2)  # wide init: LoRA can move it
 
@@ -44,7 +44,8 @@ def run_demo(root: str | Path = ".") -> int:
             return code
 
     print("[4/4] answering Korean prompts with the SFT adapter, then with the DPO adapter")
-    from kotune.generate import answer, load_for_inference
+    from kotune.inference.generate import answer
+    from kotune.inference.loading import load_for_inference
 
     sft_model, sft_tok = load_for_inference(DEMO_SFT)
     dpo_model, dpo_tok = load_for_inference(DEMO_DPO)
@@ -58,3 +59,11 @@ def run_demo(root: str | Path = ".") -> int:
                        (DEMO_SFT / "loss.png", "loss curve"), (DEMO_SFT / "runs", "TensorBoard logs")]:
         print(f"  {path}  ({what})")
     return 0
+
+
+def main(argv: list[str]) -> int:
+    import argparse
+
+    argparse.ArgumentParser(prog="kotune demo", description="Offline demo: a tiny Polyglot-shaped model, LoRA SFT, "
+                            "then DPO, and Korean answers side by side (run from a kotune checkout).").parse_args(argv)
+    return run_demo()

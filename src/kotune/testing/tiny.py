@@ -9,6 +9,8 @@ import shutil
 from importlib import resources
 from pathlib import Path
 
+from kotune.models.architectures import get_spec
+
 SAMPLE_DIR = resources.files("kotune") / "data" / "sample"
 
 
@@ -64,21 +66,19 @@ def sentencepiece_tokenizer(out_dir: str | Path):
 
 def tiny_model(arch: str, tokenizer, out_dir: str | Path, hidden: int = 64, layers: int = 2, seed: int = 0,
                init_std: float = 0.02):
-    """A random causal LM of the given architecture, saved with its tokenizer so it loads like a Hub base."""
+    """A random causal LM of a registered architecture (its spec's tiny config), saved with its tokenizer so it
+    loads like a Hub base."""
     import torch
-    from transformers import AutoModelForCausalLM, GPTNeoXConfig, LlamaConfig, MistralConfig
+    from transformers import AutoModelForCausalLM
 
-    common = dict(vocab_size=len(tokenizer), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=4,
-                  intermediate_size=hidden * 4, max_position_embeddings=512, initializer_range=init_std, eos_token_id=tokenizer.eos_token_id,
-                  bos_token_id=tokenizer.bos_token_id, pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False)
-    if arch == "gpt_neox":
-        config = GPTNeoXConfig(**common, rotary_pct=0.5, use_parallel_residual=True)
-    elif arch == "llama":
-        config = LlamaConfig(**common, num_key_value_heads=4)
-    elif arch == "mistral":
-        config = MistralConfig(**common, num_key_value_heads=2, sliding_window=256)
-    else:
-        raise ValueError(f"no tiny config for {arch}")
+    spec = get_spec(arch)
+    if spec.tiny_config is None:
+        raise ValueError(f"architecture '{arch}' has no tiny_config")
+    config = spec.tiny_config(dict(
+        vocab_size=len(tokenizer), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=4,
+        intermediate_size=hidden * 4, max_position_embeddings=512, initializer_range=init_std,
+        eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id, pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=False))
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config)
     out = Path(out_dir)
@@ -89,8 +89,9 @@ def tiny_model(arch: str, tokenizer, out_dir: str | Path, hidden: int = 64, laye
 
 def tiny_base(arch: str, out_dir: str | Path, hidden: int = 64, layers: int = 2, seed: int = 0,
               init_std: float = 0.02) -> Path:
-    """Tokenizer + model for `arch` in one folder: BPE for gpt_neox, SentencePiece for llama/mistral."""
+    """Tokenizer + model for a registered `arch` in one folder, with the tokenizer its spec names (a Korean BPE like
+    Polyglot-Ko's, or the Llama/Mistral SentencePiece model)."""
     out = Path(out_dir)
-    tok = korean_bpe_tokenizer(out) if arch == "gpt_neox" else sentencepiece_tokenizer(out)
+    tok = korean_bpe_tokenizer(out) if get_spec(arch).tiny_tokenizer == "bpe" else sentencepiece_tokenizer(out)
     tiny_model(arch, tok, out, hidden=hidden, layers=layers, seed=seed, init_std=init_std)
     return out

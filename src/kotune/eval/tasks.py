@@ -1,6 +1,6 @@
 """The tasks `kotune eval` knows, and local-data versions of them.
 
-The YAMLs here are lm-eval task configs that lm-eval 0.4.13 lacks (KLUE STS and YNAT), found through
+The YAMLs in `lm_eval_tasks/` are lm-eval task configs that lm-eval 0.4.13 lacks (KLUE STS and YNAT), found through
 `TaskManager(include_path=...)`. `local_task_dir` points any known task at DIR/<task>/*.jsonl: it writes a YAML that
 `include`s the real task and swaps only the dataset, so prompts and metrics stay lm-eval's.
 """
@@ -13,7 +13,7 @@ from pathlib import Path
 
 from kotune.errors import KotuneError
 
-TASKS_DIR = Path(__file__).parent
+TASKS_DIR = Path(__file__).parent / "lm_eval_tasks"  # task YAMLs lm-eval lacks, and their aggregations
 # name → (label in the table, columns a local row needs: the Hub dataset's layout)
 TASKS: dict[str, tuple[str, tuple[str, ...]]] = {
     "kobest_copa": ("KoBEST_COPA", ("premise", "question", "alternative_1", "alternative_2", "label")),

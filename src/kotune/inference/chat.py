@@ -42,7 +42,8 @@ def main(argv: list[str]) -> int:
 
     import torch
 
-    from kotune.generate import answer, load_for_inference, stdout_streamer
+    from kotune.inference.generate import answer, stdout_streamer
+    from kotune.inference.loading import load_for_inference
 
     device = "cuda" if torch.cuda.is_available() else None
     dtype = getattr(torch, args.dtype) if args.dtype else (torch.bfloat16 if device else torch.float32)

@@ -10,25 +10,12 @@ Never a ref model and a peft_config together.
 from __future__ import annotations
 
 import copy
-import json
 import logging
-from pathlib import Path
 
-from kotune.errors import KotuneError
-from kotune.models import attach_lora, load_base, prepare_for_adapters
+from kotune.models.loading import adapter_base, load_base
+from kotune.models.lora import attach_lora, prepare_for_adapters
 
 logger = logging.getLogger(__name__)
-
-
-def adapter_base(path: str) -> str | None:
-    """The base model of an SFT adapter dir, or None when `path` is not an adapter dir."""
-    config = Path(path) / "adapter_config.json"
-    if not config.is_file():
-        return None
-    base = json.loads(config.read_text()).get("base_model_name_or_path")
-    if not base:
-        raise KotuneError(f"'{config}' names no base_model_name_or_path; point model_name_or_path at a merged model")
-    return base
 
 
 def load_policy_and_reference(model_args, training_args, tokenizer):

@@ -17,27 +17,26 @@ logger = logging.getLogger("kotune.sft")
 
 def main(argv: list[str]) -> int:
     # --- logging --------------------------------------------------------------------------------------------
-    from kotune.run import finish, preflight, setup_logging, train, write_run_files
+    from kotune.stages.common import finish, preflight, setup_logging, train, write_run_files
 
     setup_logging()
 
     # --- config ---------------------------------------------------------------------------------------------
     from kotune.config import load_config
 
-    cfg = load_config(argv, kind="sft")
+    cfg = load_config(argv, stage="sft")
+    resume = preflight(cfg)  # also starts DeepSpeed's process group when the config names one
     args, model_args = cfg.training, cfg.model
-    resume = preflight(cfg)
 
     # --- tokenizer and prompt format -----------------------------------------------------------------------
-    from kotune.models import architecture, load_model_config, load_tokenizer
-    from kotune.prompts import install_template, resolve_format
+    from kotune.models.loading import load_model_config, load_tokenizer
+    from kotune.data.prompt_formats import install_template, resolve_format
 
     base_config = load_model_config(model_args.model_name_or_path, model_args.trust_remote_code,
                                     model_args.model_revision)
-    arch = architecture(base_config)
     tokenizer = load_tokenizer(model_args.model_name_or_path, model_args.trust_remote_code, model_args.model_revision)
-    install_template(tokenizer, resolve_format(cfg.kotune.prompt_format, arch, model_args.model_name_or_path,
-                                               tokenizer))
+    install_template(tokenizer, resolve_format(cfg.kotune.prompt_format, base_config.model_type,
+                                               model_args.model_name_or_path, tokenizer))
 
     # --- data -----------------------------------------------------------------------------------------------
     from kotune.data.epochs import EpochVariantCollator, SetEpoch, merge_variants
@@ -49,8 +48,8 @@ def main(argv: list[str]) -> int:
     # --- model ----------------------------------------------------------------------------------------------
     from transformers import set_seed
 
-    from kotune.config import deepspeed_stage
-    from kotune.models import load_model
+    from kotune.config.deepspeed_file import deepspeed_stage
+    from kotune.models.loading import load_model
 
     set_seed(args.seed)  # LoRA's initial weights come from the global RNG: same seed, same run
     model = load_model(model_args, args, tokenizer, deepspeed_stage=deepspeed_stage(args.deepspeed))
@@ -59,7 +58,7 @@ def main(argv: list[str]) -> int:
     from trl import SFTTrainer
 
     from kotune.data.packing import bfd_pack, collator, disable_cache_for_packing, log_bfd_step_change, packing_mode
-    from kotune.safety import NonFiniteLossGuard, SigtermCheckpoint
+    from kotune.stages.safety import NonFiniteLossGuard, SigtermCheckpoint
 
     mode = packing_mode(cfg.resolved, args)
     data_collator = collator(tokenizer, mode)
@@ -104,7 +103,7 @@ def main(argv: list[str]) -> int:
     # --- evaluate (optional: eval_tasks) --------------------------------------------------------------------
     if cfg.kotune.eval_tasks and is_main:
         del trainer, model  # free the training copy: lm-eval loads what was saved, as a user would
-        from kotune.evaluate import evaluate_after_training
+        from kotune.eval.run import evaluate_after_training
 
         evaluate_after_training(cfg.kotune, args.output_dir)
     return 0

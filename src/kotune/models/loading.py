@@ -1,28 +1,29 @@
-"""Load a base: architecture detection, bnb 4/8-bit quantization, LoRA targets per architecture, pad ≠ EOS."""
+"""Load a base: its config, a tokenizer whose pad differs from EOS, and the weights (quantized if asked).
+
+The family-specific parts (LoRA targets, default prompt format) come from `kotune.models.architectures`;
+quantization and adapters have their own modules.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 from pathlib import Path
 
 import torch
 
 from kotune.errors import KotuneError
+from kotune.config.library import quantization_config
+from kotune.models.lora import attach_lora
+from kotune.models.quantization import disable_cpu_bf16_repack
 
 logger = logging.getLogger(__name__)
-
-# peft#294: GPT-NeoX fuses q/k/v into one projection; Llama and Mistral keep them apart.
-LORA_TARGETS = {
-    "gpt_neox": ["query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"],
-    "llama": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-    "mistral": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-}
-KNOWN_ARCHITECTURES = tuple(LORA_TARGETS)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def _hub_error(name: str, err: Exception) -> KotuneError:
+def hub_error(name: str, err: Exception) -> KotuneError:
     if Path(name).expanduser().exists():
         return KotuneError(f"model_name_or_path: cannot load '{name}': {err}")
     return KotuneError(
@@ -37,19 +38,18 @@ def load_model_config(name: str, trust_remote_code: bool = False, revision: str 
     try:
         return AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code, revision=revision)
     except (OSError, ValueError) as err:
-        raise _hub_error(name, err) from None
+        raise hub_error(name, err) from None
 
 
-def architecture(config) -> str:
-    """`gpt_neox`, `llama`, `mistral`, or the model_type of any other causal LM (handled generically)."""
-    return getattr(config, "model_type", "unknown")
-
-
-def lora_targets(arch: str, override: list[str] | str | None) -> list[str] | str:
-    """The user's list wins; otherwise the preset, or every linear layer for other architectures."""
-    if override:
-        return override
-    return LORA_TARGETS.get(arch, "all-linear")
+def adapter_base(path: str | Path) -> str | None:
+    """The base model of an adapter dir, or None when `path` is not an adapter dir."""
+    config = Path(path) / "adapter_config.json"
+    if not config.is_file():
+        return None
+    base = json.loads(config.read_text()).get("base_model_name_or_path")
+    if not base:
+        raise KotuneError(f"'{config}' names no base_model_name_or_path; point model_name_or_path at a merged model")
+    return base
 
 
 def load_tokenizer(name: str, trust_remote_code: bool = False, revision: str = "main"):
@@ -59,7 +59,7 @@ def load_tokenizer(name: str, trust_remote_code: bool = False, revision: str = "
     try:
         tok = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code, revision=revision)
     except (OSError, ValueError) as err:
-        raise _hub_error(name, err) from None
+        raise hub_error(name, err) from None
     if tok.eos_token_id is None:
         raise KotuneError(f"the tokenizer of '{name}' has no EOS token; set eos_token in its tokenizer_config.json")
     if tok.pad_token_id is None or tok.pad_token_id == tok.eos_token_id:
@@ -71,42 +71,6 @@ def load_tokenizer(name: str, trust_remote_code: bool = False, revision: str = "
             logger.info("tokenizer has no pad token distinct from EOS: added <|pad|> (id %d)", tok.pad_token_id)
     tok.padding_side = "right"
     return tok
-
-
-def quantization_config(model_args):
-    """bitsandbytes settings: NF4 + double quantization for 4-bit, LLM.int8 for 8-bit, None otherwise."""
-    from transformers import BitsAndBytesConfig
-
-    compute = DTYPES.get(model_args.dtype or "float32", torch.float32)
-    if model_args.load_in_4bit:
-        storage = model_args.bnb_4bit_quant_storage or "uint8"
-        return BitsAndBytesConfig(
-            load_in_4bit=True,
-            bnb_4bit_quant_type=model_args.bnb_4bit_quant_type,
-            bnb_4bit_use_double_quant=model_args.use_bnb_nested_quant,
-            bnb_4bit_compute_dtype=compute,
-            bnb_4bit_quant_storage=storage,
-        )
-    if model_args.load_in_8bit:
-        return BitsAndBytesConfig(load_in_8bit=True)
-    return None
-
-
-def disable_cpu_bf16_repack(model) -> int:
-    """Keep bitsandbytes' CPU 4-bit layers on the autograd-safe path.
-
-    bitsandbytes 0.50 repacks 4-bit weights for an AVX512-bf16 kernel on the first no-grad forward (an eval pass,
-    generate, DPO's reference pass). That kernel has no autograd: LoRA gradients through it are silently wrong
-    (Llama) or crash (GPT-NeoX). Returns the number of layers changed.
-    """
-    import bitsandbytes as bnb
-
-    n = 0
-    for module in model.modules():
-        if isinstance(module, bnb.nn.Linear4bit) and getattr(module, "support_avx512bf16_for_cpu", False):
-            module.support_avx512bf16_for_cpu = False
-            n += 1
-    return n
 
 
 def load_model(model_args, training_args, tokenizer, deepspeed_stage: int | None = None):
@@ -134,11 +98,11 @@ def load_base(path: str, model_args, training_args, tokenizer, deepspeed_stage: 
     if quant is not None:
         kwargs["quantization_config"] = quant
         if deepspeed_stage != 3:  # peft#1550: ZeRO-3 places the shards itself
-            kwargs["device_map"] = {"": _local_device(training_args)}
+            kwargs["device_map"] = {"": local_device(training_args)}
     try:
         model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     except (OSError, ValueError) as err:
-        raise _hub_error(path, err) from None
+        raise hub_error(path, err) from None
 
     if not torch.cuda.is_available() and model_args.load_in_4bit:
         n = disable_cpu_bf16_repack(model)
@@ -149,47 +113,6 @@ def load_base(path: str, model_args, training_args, tokenizer, deepspeed_stage: 
         model.resize_token_embeddings(len(tokenizer))
         logger.info("resized embeddings to %d for the added pad token", len(tokenizer))
     sync_special_tokens(model, tokenizer)
-    return model
-
-
-def prepare_for_adapters(model, model_args, training_args):
-    """What a base needs before a trainable adapter goes on it (k-bit casting, checkpointing inputs)."""
-    from peft import prepare_model_for_kbit_training
-
-    if model_args.load_in_4bit or model_args.load_in_8bit:
-        return prepare_model_for_kbit_training(
-            model,
-            use_gradient_checkpointing=training_args.gradient_checkpointing,
-            gradient_checkpointing_kwargs=training_args.gradient_checkpointing_kwargs,
-        )
-    if training_args.gradient_checkpointing:
-        model.enable_input_require_grads()  # checkpointed blocks need an input that requires grad under LoRA
-    return model
-
-
-def attach_lora(model, model_args, training_args):
-    from peft import LoraConfig, get_peft_model
-
-    arch = architecture(model.config)
-    model = prepare_for_adapters(model, model_args, training_args)
-    targets = lora_targets(arch, model_args.lora_target_modules)
-    lora = LoraConfig(
-        r=model_args.lora_r,
-        lora_alpha=model_args.lora_alpha,
-        lora_dropout=model_args.lora_dropout,
-        target_modules=targets,
-        modules_to_save=model_args.lora_modules_to_save,
-        use_rslora=model_args.use_rslora,
-        use_dora=model_args.use_dora,
-        task_type="CAUSAL_LM",
-    )
-    try:
-        model = get_peft_model(model, lora)
-    except ValueError as err:
-        raise KotuneError(f"lora_target_modules: {err}") from None
-    logger.info("LoRA on %s (%s): r=%d alpha=%d dropout=%s", arch, targets, lora.r, lora.lora_alpha, lora.lora_dropout)
-    trainable, total = model.get_nb_trainable_parameters()
-    logger.info("trainable parameters: %s of %s (%.2f%%)", f"{trainable:,}", f"{total:,}", 100 * trainable / total)
     return model
 
 
@@ -204,9 +127,7 @@ def sync_special_tokens(model, tokenizer) -> None:
             cfg.bos_token_id = tokenizer.bos_token_id
 
 
-def _local_device(training_args) -> str:
+def local_device(training_args) -> str:
     if training_args.use_cpu or not torch.cuda.is_available():
         return "cpu"
-    import os
-
     return f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"

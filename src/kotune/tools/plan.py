@@ -9,23 +9,21 @@ separately so it can be checked.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from kotune.config.deepspeed_file import read_deepspeed_config
+from kotune.config.loading import read_config
+from kotune.config.validation import build_config, check_config
 from kotune.errors import KotuneError
+from kotune.models.architectures import offline_config_dir, spec_for
+from kotune.models.loading import adapter_base
+from kotune.stages.registry import STAGES, get_stage
 
 GiB = 1024**3
 BYTES = {"float32": 4, "bfloat16": 2, "float16": 2, "auto": 2, None: 4}
 CONTEXT_OVERHEAD = 0.9 * GiB  # CUDA context, cuBLAS workspace, allocator fragmentation
-OFFLINE_CONFIGS = {
-    "EleutherAI/polyglot-ko-1.3b": "polyglot-ko-1.3b",
-    "EleutherAI/polyglot-ko-5.8b": "polyglot-ko-5.8b",
-    "meta-llama/Llama-2-7b-hf": "llama-2-7b",
-    "mistral-community/Mistral-7B-v0.1": "mistral-7b-v0.1",
-    "mistralai/Mistral-7B-v0.1": "mistral-7b-v0.1",
-}
 
 
 def parse_size(text: str) -> float:
@@ -40,14 +38,11 @@ def model_config(name: str, root: Path):
     """The base's config: from its folder, from an SFT adapter's base, or from configs/models/ for known Hub ids."""
     from transformers import AutoConfig
 
+    name = adapter_base(name) or name
     path = Path(name)
-    adapter = path / "adapter_config.json"
-    if adapter.is_file():
-        name = json.loads(adapter.read_text())["base_model_name_or_path"]
-        path = Path(name)
     if (path / "config.json").is_file():
         return AutoConfig.from_pretrained(path)
-    local = OFFLINE_CONFIGS.get(name)
+    local = offline_config_dir(name)
     if local and (root / "configs" / "models" / local / "config.json").is_file():
         return AutoConfig.from_pretrained(root / "configs" / "models" / local)
     try:
@@ -69,7 +64,6 @@ def count_parameters(config, model_args) -> Counts:
     import torch
     from transformers import AutoModelForCausalLM
 
-    from kotune.models import architecture, lora_targets
 
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config)
@@ -80,7 +74,7 @@ def count_parameters(config, model_args) -> Counts:
     largest = max(p.numel() for p in model.parameters())
     if not model_args.use_peft:
         return Counts(total, quantizable, total, largest)
-    targets = lora_targets(architecture(config), model_args.lora_target_modules)
+    targets = spec_for(config.model_type).targets(model_args.lora_target_modules)
     r = model_args.lora_r
     trainable = 0
     for name, m in linear:
@@ -109,13 +103,9 @@ def estimate(cfg, counts: Counts, config, gpus: int, deepspeed=None) -> dict:
     optimizer = trainable * 8  # AdamW: two fp32 moments
     master = trainable * 4 if (not m.use_peft and weight_dtype == 2) else 0  # fp32 master copy (mixed precision)
 
-    from kotune.config import deepspeed_stage
-
-    stage = deepspeed_stage(deepspeed)
-    ds = {}
-    if deepspeed:
-        ds = json.loads(Path(deepspeed).read_text()) if isinstance(deepspeed, str) else deepspeed
-    zero = ds.get("zero_optimization", {}) if ds else {}
+    ds = read_deepspeed_config(deepspeed)[0] if deepspeed else {}
+    zero = ds.get("zero_optimization") or {}
+    stage = zero.get("stage")
     off_opt = (zero.get("offload_optimizer") or {}).get("device") == "cpu"
     off_par = (zero.get("offload_param") or {}).get("device") == "cpu"
     host = 0.0
@@ -172,26 +162,44 @@ def deepspeed_cross_check(counts: Counts, gpus: int, stage: int | None) -> str |
     return buf.getvalue().strip()
 
 
-def run_plan(argv: list[str], gpus: int = 1, gpu_mem: str | None = None, kind: str = "sft") -> int:
-    from kotune.config import build_config, read_yaml
+USAGE = ("usage: kotune plan CONFIG.yaml [--gpus N] [--gpu-mem 80GiB] [--stage NAME] [--key=value ...]\n\n"
+         "Estimates parameters, tokens per step and memory per GPU from the model config alone (no weights) and says "
+         "whether the run fits. Exit code 1 when it does not. --stage (sft, dpo, ...) defaults to the first stage "
+         "that accepts every key of the config.")
 
-    root = Path(__file__).resolve().parents[2]
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0
+    opts = {"--gpus": "1", "--gpu-mem": None, "--stage": None}
+    for flag in opts:
+        if flag in argv:
+            i = argv.index(flag)
+            opts[flag], argv = argv[i + 1], argv[:i] + argv[i + 2:]
+    return run_plan(argv, gpus=int(opts["--gpus"]), gpu_mem=opts["--gpu-mem"], stage=opts["--stage"])
+
+
+def infer_stage(raw: dict) -> str:
+    """The registered stage this config fits best (fewest problems; a `beta` or `max_prompt_length` means DPO)."""
+    return min(STAGES, key=lambda name: len(check_config(raw, name, check_paths=False)[-1]))
+
+
+def run_plan(argv: list[str], gpus: int = 1, gpu_mem: str | None = None, stage: str | None = None) -> int:
+    root = Path(__file__).resolve().parents[3]
     if not argv:
-        raise KotuneError("usage: kotune plan CONFIG.yaml [--gpus N] [--gpu-mem 80GiB] [--key=value ...]")
-    from kotune.config import _set_dotted, parse_overrides
-
-    raw = read_yaml(argv[0])
-    for key, value in parse_overrides(argv[1:]).items():
-        _set_dotted(raw, key, value)
-    kind = "dpo" if raw.get("beta") is not None or "max_prompt_length" in raw else kind
-    deepspeed = raw.pop("deepspeed", None)  # read here: building DeepSpeed's runtime would start a process group
-    if deepspeed and not (isinstance(deepspeed, dict) or Path(deepspeed).is_file()):
-        raise KotuneError(f"deepspeed: config file '{deepspeed}' does not exist")
-    cfg = build_config(raw, kind=kind, source=argv[0], check_paths=False)
+        raise KotuneError(USAGE.splitlines()[0])
+    path, raw = read_config(argv)
+    if stage is not None and stage not in STAGES:
+        raise KotuneError(f"--stage: '{stage}' is not one of {', '.join(STAGES)}")
+    stage = stage or infer_stage(raw)
+    cfg = build_config(raw, stage=stage, source=path, check_paths=False)
+    deepspeed = cfg.training_values.get("deepspeed")
     config = model_config(cfg.model.model_name_or_path, root)
     counts = count_parameters(config, cfg.model)
     est = estimate(cfg, counts, config, gpus, deepspeed)
-    if kind == "dpo" and not cfg.model.use_peft:
+    reference_copy = get_stage(stage).reference_copy and not cfg.model.use_peft
+    if reference_copy:
         est["weights"] *= 2  # a frozen reference copy
         est["per_gpu"] += est["weights"] / 2
     m = cfg.model
@@ -210,8 +218,10 @@ def run_plan(argv: list[str], gpus: int = 1, gpu_mem: str | None = None, kind: s
     lines.append(f"  {'total':12s} {est['per_gpu'] / GiB:8.2f} GiB")
     if est["host"]:
         lines.append(f"host memory for offload: {est['host'] / GiB:.2f} GiB")
-    if kind == "dpo" and not m.use_peft:
-        lines.append("DPO with use_peft: false keeps a frozen reference copy: weights counted twice")
+    if reference_copy:
+        lines.append(f"{stage.upper()} with use_peft: false keeps a frozen reference copy: weights counted twice")
+    elif get_stage(stage).reference_copy:
+        lines.append(f"{stage.upper()} with LoRA: the reference is the adapter-disabled model, no second copy")
     check = deepspeed_cross_check(counts, gpus, est["zero_stage"]) if not m.use_peft else None
     if check:
         lines += ["DeepSpeed's estimate of model states (full fine-tuning, fp16 params + Adam):", check]

@@ -1,4 +1,4 @@
-"""Load a run dir (adapter, merged or full model) as it was trained, and answer in the format it was trained with.
+"""Load a run dir (adapter, merged or full model) as it was trained.
 
 An adapter trained on a 4-bit or 8-bit base is put back on that base quantized exactly as in training, then
 dequantized: the weights the adapter learned against, in a plain dtype that can be merged, saved and reloaded.
@@ -7,14 +7,12 @@ dequantized: the weights the adapter learned against, in a plain dtype that can 
 from __future__ import annotations
 
 import logging
-import sys
 from dataclasses import fields
 from pathlib import Path
 
 import torch
 
 from kotune.errors import KotuneError
-from kotune.prompts import prompt_ids
 
 logger = logging.getLogger(__name__)
 
@@ -39,9 +37,7 @@ def trained_model_args(run_dir: str | Path):
     """The model settings a run trained with (its kotune_config.yaml), kotune's defaults for anything unrecorded."""
     import yaml
 
-    from kotune.config import _model_config_class
-
-    cls = _model_config_class()
+    from kotune.config.library import KotuneModelConfig as cls
     path = Path(run_dir) / "kotune_config.yaml"
     raw = yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else {}
     names = {f.name for f in fields(cls)}
@@ -66,7 +62,7 @@ def saved_dtype(model_dir: str | Path) -> torch.dtype:
 def adapter_chain(run_dir: str | Path, base: str | Path | None = None) -> list[Path | str]:
     """[raw base, innermost adapter, ..., run_dir]: follows base_model_name_or_path while it names an adapter dir.
     `base` replaces the raw base (it moved since training)."""
-    from kotune.dpo_models import adapter_base
+    from kotune.models.loading import adapter_base
 
     chain: list[Path | str] = [Path(run_dir)]
     while True:
@@ -91,7 +87,7 @@ def load_adapted(run_dir: str | Path, tokenizer, dtype: torch.dtype, base: str |
     """
     from peft import PeftModel
 
-    from kotune.models import DTYPES, load_base
+    from kotune.models.loading import DTYPES, load_base
 
     chain = adapter_chain(run_dir, base)
     base, adapters = chain[0], chain[1:]
@@ -155,77 +151,12 @@ def load_for_inference(run_dir: str | Path, dtype: torch.dtype = torch.float32, 
     else:
         model = AutoModelForCausalLM.from_pretrained(run_dir, dtype=dtype)
     if not tokenizer.chat_template:  # a model from elsewhere: the format `prompt_format: auto` would train with
-        from kotune.prompts import DEFAULT_FORMAT, install_template
+        from kotune.data.prompt_formats import default_format, install_template
 
-        fmt = DEFAULT_FORMAT.get(model.config.model_type, "komt")
+        fmt = default_format(model.config.model_type)
         logger.warning("'%s' has no chat template: using kotune's %s format", run_dir, fmt)
         install_template(tokenizer, fmt)
     if device:
         model = model.to(device)
     model.eval()
     return model, tokenizer
-
-
-@torch.no_grad()
-def answer(model, tokenizer, question: str, max_new_tokens: int = 64, streamer=None, system: str | None = None,
-           temperature: float = 0.0, top_p: float = 1.0) -> str:
-    """One user turn (after an optional system message), greedy unless temperature > 0; stops at the EOS that
-    training taught."""
-    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": question}]
-    ids = prompt_ids(tokenizer, messages)
-    input_ids = torch.tensor([ids], device=model.device)
-    sampling = dict(do_sample=True, temperature=temperature, top_p=top_p) if temperature > 0 else dict(do_sample=False)
-    out = model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), max_new_tokens=max_new_tokens,
-                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, streamer=streamer,
-                         **sampling)
-    return tokenizer.decode(out[0, len(ids):], skip_special_tokens=True).strip()
-
-
-class WordStreamer:
-    """Streams an answer word by word as generate() produces it; the chunks join to exactly what answer() returns.
-
-    Unlike transformers' TextStreamer it never re-decodes from a newline (SentencePiece would drop the space after
-    it) and holds back surrounding whitespace, so streamed and non-streamed text are the same string.
-    """
-
-    def __init__(self, tokenizer, out=None):
-        self.tokenizer, self.out = tokenizer, out
-        self.ids: list[int] = []
-        self.chunks: list[str] = []
-        self.printed = ""
-        self._prompt_seen = False
-
-    def put(self, value) -> None:
-        if not self._prompt_seen:  # generate() sends the prompt first
-            self._prompt_seen = True
-            return
-        self.ids.extend(value.reshape(-1).tolist())
-        text = self._text()
-        cut = max(text.rfind(" "), text.rfind("\n"))
-        self._emit(text[:cut].rstrip() if cut > 0 else "")
-
-    def end(self) -> None:
-        self._emit(self._text())
-        if self.out is not None:
-            self.out.write("\n")
-            self.out.flush()
-
-    @property
-    def text(self) -> str:
-        return "".join(self.chunks)
-
-    def _text(self) -> str:
-        return self.tokenizer.decode(self.ids, skip_special_tokens=True).strip()
-
-    def _emit(self, ready: str) -> None:
-        if len(ready) <= len(self.printed) or not ready.startswith(self.printed):
-            return
-        chunk, self.printed = ready[len(self.printed):], ready
-        self.chunks.append(chunk)
-        if self.out is not None:
-            self.out.write(chunk)
-            self.out.flush()
-
-
-def stdout_streamer(tokenizer) -> WordStreamer:
-    return WordStreamer(tokenizer, out=sys.stdout)

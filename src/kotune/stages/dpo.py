@@ -18,7 +18,7 @@ def dpo_trainer_class():
     """TRL's DPOTrainer plus the NaN guard, taking kotune's pre-tokenized pairs as they are."""
     from trl import DPOTrainer
 
-    from kotune.safety import NonFiniteLossGuard
+    from kotune.stages.safety import NonFiniteLossGuard
 
     class KotuneDPOTrainer(NonFiniteLossGuard, DPOTrainer):
         def _prepare_dataset(self, dataset, *rest, **kwargs):
@@ -32,27 +32,26 @@ def dpo_trainer_class():
 
 def main(argv: list[str]) -> int:
     # --- logging --------------------------------------------------------------------------------------------
-    from kotune.run import finish, preflight, setup_logging, train, write_run_files
+    from kotune.stages.common import finish, preflight, setup_logging, train, write_run_files
 
     setup_logging()
 
     # --- config ---------------------------------------------------------------------------------------------
     from kotune.config import load_config
 
-    cfg = load_config(argv, kind="dpo")
+    cfg = load_config(argv, stage="dpo")
+    resume = preflight(cfg)  # also starts DeepSpeed's process group when the config names one
     args, model_args = cfg.training, cfg.model
-    resume = preflight(cfg)
 
     # --- tokenizer and prompt format (an SFT output dir brings its own chat template) -------------------------
-    from kotune.dpo_models import adapter_base
-    from kotune.models import architecture, load_model_config, load_tokenizer
-    from kotune.prompts import install_template, resolve_format
+    from kotune.models.loading import adapter_base, load_model_config, load_tokenizer
+    from kotune.data.prompt_formats import install_template, resolve_format
 
     path = model_args.model_name_or_path
     base_config = load_model_config(adapter_base(path) or path, model_args.trust_remote_code,
                                     model_args.model_revision)
     tokenizer = load_tokenizer(path, model_args.trust_remote_code, model_args.model_revision)
-    install_template(tokenizer, resolve_format(cfg.kotune.prompt_format, architecture(base_config), path, tokenizer))
+    install_template(tokenizer, resolve_format(cfg.kotune.prompt_format, base_config.model_type, path, tokenizer))
 
     # --- data -----------------------------------------------------------------------------------------------
     from kotune.data.preference import build_preference_dataset
@@ -65,13 +64,13 @@ def main(argv: list[str]) -> int:
     # --- model and reference --------------------------------------------------------------------------------
     from transformers import set_seed
 
-    from kotune.dpo_models import load_policy_and_reference
+    from kotune.stages.dpo_reference import load_policy_and_reference
 
     set_seed(args.seed)
     model, ref_model = load_policy_and_reference(model_args, args, tokenizer)
 
     # --- trainer --------------------------------------------------------------------------------------------
-    from kotune.safety import SigtermCheckpoint
+    from kotune.stages.safety import SigtermCheckpoint
 
     sigterm = SigtermCheckpoint()
     trainer = dpo_trainer_class()(model=model, ref_model=ref_model, args=args, train_dataset=train_dataset,

@@ -1,16 +1,6 @@
 """`kotune sweep SWEEP.yaml [--key=value ...]`: one base config, a grid or a list of overrides, one run after another.
 
-A sweep file:
-
-    base: configs/sft/polyglot-ko-tiny-demo.yaml   # the config every run starts from (path from the cwd)
-    kind: sft                                      # sft | dpo
-    output_dir: runs/sweeps/demo-lr                # runs go in OUTPUT_DIR/<name from the overrides>
-    launcher: python                               # python | accelerate | deepspeed | launch.sh
-    launcher_args: []                              # e.g. [--gpus, 4, --zero, 3] for launch.sh
-    overrides: {num_train_epochs: 3}               # applied to every run
-    grid: {learning_rate: [1.0e-3, 1.0e-2], lora_r: [8, 16]}   # every combination ...
-    runs: [{learning_rate: 1.0e-3}, {lora_r: 32}]             # ... and/or an explicit list
-    eval: {tasks: [kobest_copa], num_fewshot: 0}   # optional: `kotune eval` after each run
+The sweep file format is in `kotune.tools.sweep_file`.
 
 Why it is built this way: every run goes through the same entry point and launcher a user would type (its exact
 command is printed and logged), so a sweep run is an ordinary run dir. The sweep keeps its state in
@@ -22,7 +12,6 @@ writes summary.md, summary.csv and summary.png.
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import os
 import re
@@ -34,33 +23,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kotune.config import ConfigError, parse_overrides, read_yaml
 from kotune.errors import KotuneError
-from kotune.sweep_report import cli_value, summarize, write_summary
+from kotune.eval.run import evaluate_run
+from kotune.stages.registry import get_stage
+from kotune.stages.safety import complete_checkpoints
+from kotune.tools.sweep_file import Sweep, load_sweep
+from kotune.tools.sweep_report import cli_value, summarize, write_summary
 
-SWEEP_KEYS = {"base", "kind", "output_dir", "launcher", "launcher_args", "overrides", "grid", "runs", "eval"}
-LAUNCHERS = ("python", "accelerate", "deepspeed", "launch.sh")
-# Short forms for run-dir names; any other key is named by its last dotted part.
-ABBREVIATIONS = {
-    "learning_rate": "lr", "lora_r": "r", "lora_alpha": "alpha", "lora_dropout": "drop", "num_train_epochs": "ep",
-    "max_steps": "steps", "per_device_train_batch_size": "bs", "gradient_accumulation_steps": "ga",
-    "max_length": "len", "warmup_steps": "warmup", "weight_decay": "wd", "lr_scheduler_type": "sched",
-    "packing": "pack", "beta": "beta", "seed": "seed", "model_name_or_path": "model", "prompt_format": "fmt",
-}
 STATE_FILE = "sweep.json"
-
-
-@dataclass
-class Sweep:
-    path: Path
-    base: Path
-    kind: str
-    output_dir: Path
-    launcher: str
-    launcher_args: list[str]
-    common: dict[str, Any]
-    runs: list[tuple[str, dict[str, Any]]]  # (name, overrides of this run)
-    eval: dict[str, Any] | None = None
 
 
 @dataclass
@@ -78,159 +48,18 @@ class RunRecord:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Reading the sweep file
-# ---------------------------------------------------------------------------------------------------------------
-
-
-def load_sweep(path: str | Path, cli_overrides: list[str] | None = None) -> Sweep:
-    """Parse and check a sweep file; every run's config is validated before any run starts."""
-    path = Path(path)
-    raw = read_yaml(str(path))
-    problems = []
-    from kotune.config import _suggest
-
-    for key in raw:
-        if key not in SWEEP_KEYS:
-            problems.append(f"{key}: unknown sweep key{_suggest(key, SWEEP_KEYS)}")
-    kind = raw.get("kind", "sft")
-    if kind not in ("sft", "dpo"):
-        problems.append(f"kind: must be sft or dpo, not {kind!r}")
-    launcher = raw.get("launcher", "python")
-    if launcher not in LAUNCHERS:
-        problems.append(f"launcher: must be one of {', '.join(LAUNCHERS)}, not {launcher!r}")
-    launcher_args = raw.get("launcher_args", []) or []
-    if not isinstance(launcher_args, list):
-        problems.append("launcher_args: must be a list, e.g. [--gpus, 4, --zero, 3]")
-    base = raw.get("base")
-    base_path = _find_base(base, path) if isinstance(base, str) else None
-    if not isinstance(base, str):
-        problems.append("base: give the config every run starts from, e.g. base: configs/sft/my-run.yaml")
-    elif base_path is None:
-        problems.append(f"base: config file '{base}' not found (paths are read from the current directory)")
-    common = raw.get("overrides") or {}
-    grid = raw.get("grid") or {}
-    listed = raw.get("runs") or []
-    if not isinstance(common, dict):
-        problems.append("overrides: must be a mapping of key: value applied to every run")
-    if not isinstance(grid, dict) or any(not isinstance(v, list) or not v for v in grid.values()):
-        problems.append("grid: must map each key to a non-empty list of values, e.g. learning_rate: [1.0e-4, 2.0e-4]")
-    if not isinstance(listed, list) or any(not isinstance(r, dict) for r in listed):
-        problems.append("runs: must be a list of mappings, e.g. runs: [{learning_rate: 1.0e-4}, {lora_r: 32}]")
-    if not grid and not listed:
-        problems.append("give `grid:` (every combination of values) or `runs:` (a list of overrides), or both")
-    evaluation = raw.get("eval")
-    if evaluation is not None and not isinstance(evaluation, dict):
-        problems.append("eval: must be a mapping, e.g. eval: {tasks: [kobest_copa], num_fewshot: 0}")
-    elif evaluation:
-        problems += _eval_problems(evaluation)
-    if problems:
-        raise ConfigError(problems, str(path))
-
-    common = {**common, **parse_overrides(cli_overrides or [])}
-    if "output_dir" in common:
-        raise ConfigError(["output_dir: each run's output dir is set by the sweep; set the sweep's output_dir "
-                           "instead"], str(path))
-    variants = expand(grid, listed)
-    names = [run_name(v) for v in variants]
-    if len(set(names)) != len(names):
-        names = [f"{i:02d}-{n}" for i, n in enumerate(names, 1)]
-    output_dir = Path(raw.get("output_dir") or Path("runs") / "sweeps" / path.stem)
-    sweep = Sweep(path=path, base=base_path, kind=kind, output_dir=output_dir, launcher=launcher,
-                  launcher_args=[str(a) for a in launcher_args], common=common, runs=list(zip(names, variants)),
-                  eval=evaluation)
-    for name, overrides in sweep.runs:
-        _validate_run(sweep, name, overrides)
-    return sweep
-
-
-def _eval_problems(evaluation: dict) -> list[str]:
-    """The eval block's keys are evaluate_run's parameters (the flags of `kotune eval`)."""
-    import inspect
-
-    from kotune.config import _suggest
-    from kotune.eval_tasks import resolve_tasks
-    from kotune.evaluate import evaluate_run, shot_counts
-
-    valid = set(inspect.signature(evaluate_run).parameters) - {"run_dir", "out_dir"}
-    problems = [f"eval.{key}: unknown eval key{_suggest(key, valid)} (valid: {', '.join(sorted(valid))})"
-                for key in evaluation if key not in valid]
-    checks = {"tasks": resolve_tasks, "num_fewshot": shot_counts}  # said now, not after the first run trains
-    for key, check in checks.items():
-        if key in evaluation:
-            try:
-                check(evaluation[key])
-            except KotuneError as err:
-                problems.append(f"eval.{key}: {err}")
-    return problems
-
-
-def _find_base(base: str, sweep_path: Path) -> Path | None:
-    for candidate in (Path(base), sweep_path.parent / base):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def expand(grid: dict[str, list], listed: list[dict]) -> list[dict[str, Any]]:
-    """Every combination of the grid (in key order), then the listed runs; a grid with a list gives each listed
-    run crossed with the grid."""
-    combos = [dict(zip(grid, values)) for values in itertools.product(*grid.values())] if grid else [{}]
-    if not listed:
-        return combos
-    return [{**item, **combo} for item in listed for combo in combos]
-
-
-def run_name(overrides: dict[str, Any]) -> str:
-    """A readable, filesystem-safe dir name: {learning_rate: 0.001, lora_r: 8} → 'lr0.001_r8'."""
-    if not overrides:
-        return "base"
-    parts = []
-    for key, value in overrides.items():
-        short = ABBREVIATIONS.get(key, key.split(".")[-1])
-        parts.append(f"{short}{_format_value(value)}")
-    return re.sub(r"[^A-Za-z0-9._=+-]+", "-", "_".join(parts)).strip("-")
-
-
-def _format_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, float):
-        return re.sub(r"e([+-])0*(\d)", r"e\1\2", f"{value:g}")
-    if isinstance(value, str):
-        return Path(value).name if "/" in value else value
-    if isinstance(value, (list, tuple)):
-        return "+".join(_format_value(v) for v in value)
-    if isinstance(value, dict):
-        return "+".join(f"{k}{_format_value(v)}" for k, v in value.items())
-    return str(value)
-
-
-def _validate_run(sweep: Sweep, name: str, overrides: dict[str, Any]) -> None:
-    """Build the run's config now, so a typo in the grid fails before hours of other runs."""
-    from kotune.config import _set_dotted, build_config
-
-    raw = read_yaml(str(sweep.base))
-    for key, value in {**sweep.common, **overrides, "output_dir": str(sweep.output_dir / name)}.items():
-        _set_dotted(raw, key, value)
-    raw.pop("deepspeed", None)  # a launcher concern; building it would start a process group here
-    try:
-        build_config(raw, kind=sweep.kind, source=f"{sweep.path} (run {name})")
-    except ConfigError as err:
-        raise KotuneError(str(err)) from None
-
-
-# ---------------------------------------------------------------------------------------------------------------
 # Running
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def _repo_script(kind: str) -> Path:
-    """train/{kind}.py of this checkout (kotune is installed editable from it), else of the current directory."""
-    for root in (Path(__file__).resolve().parents[2], Path.cwd()):
-        script = root / "train" / f"{kind}.py"
+def _repo_script(stage: str) -> Path:
+    """The stage's entry script in this checkout (kotune is installed editable from it), else in the cwd."""
+    entry = get_stage(stage).entry_script
+    for root in (Path(__file__).resolve().parents[3], Path.cwd()):
+        script = root / entry
         if script.is_file():
             return script
-    raise KotuneError(f"train/{kind}.py not found: run the sweep from a kotune checkout")
+    raise KotuneError(f"{entry} not found: run the sweep from a kotune checkout")
 
 
 def command(sweep: Sweep, name: str, overrides: dict[str, Any], restart: str | None) -> list[str]:
@@ -241,14 +70,14 @@ def command(sweep: Sweep, name: str, overrides: dict[str, Any], restart: str | N
     elif restart == "overwrite":
         values["overwrite_output_dir"] = True
     flags = [f"--{k}={cli_value(v)}" for k, v in values.items()]
-    script = _repo_script(sweep.kind)
+    script = _repo_script(sweep.stage)
     if sweep.launcher == "python":
         return [sys.executable, str(script), str(sweep.base), *sweep.launcher_args, *flags]
     if sweep.launcher == "accelerate":
         return ["accelerate", "launch", *sweep.launcher_args, str(script), str(sweep.base), *flags]
     if sweep.launcher == "deepspeed":
         return ["deepspeed", *sweep.launcher_args, str(script), str(sweep.base), *flags]
-    return [str(script.parents[1] / "launch.sh"), sweep.kind, str(sweep.base), *sweep.launcher_args, "--", *flags]
+    return [str(script.parents[1] / "launch.sh"), sweep.stage, str(sweep.base), *sweep.launcher_args, "--", *flags]
 
 
 def is_finished(run_dir: Path) -> bool:
@@ -259,8 +88,6 @@ def is_finished(run_dir: Path) -> bool:
 
 
 def _restart_mode(run_dir: Path) -> str | None:
-    from kotune.safety import complete_checkpoints
-
     if not run_dir.exists() or not any(run_dir.iterdir()):
         return None
     return "resume" if complete_checkpoints(run_dir) else "overwrite"
@@ -384,8 +211,6 @@ def _train_one(sweep, record: RunRecord, run_dir: Path, overrides, forward, tag:
 def _evaluate_one(sweep: Sweep, record: RunRecord, run_dir: Path, tag: str) -> None:
     print(f"{tag} {record.name}: evaluating ({', '.join(map(str, sweep.eval.get('tasks', [])))})", flush=True)
     try:
-        from kotune.evaluate import evaluate_run
-
         record.eval = evaluate_run(str(run_dir), **sweep.eval)
         record.eval_error = None
     except Exception as err:  # an eval failure is reported in the table; the sweep goes on

@@ -1,4 +1,4 @@
-"""Pieces shared by the SFT and DPO entry scripts: logging, pre-flight checks, and the finished output dir."""
+"""Pieces every stage shares: logging, pre-flight checks, and the finished output dir."""
 
 from __future__ import annotations
 
@@ -6,9 +6,11 @@ import logging
 import os
 import sys
 
-from kotune.config import RunConfig
+from kotune.config.schema import RunConfig
+from kotune.errors import KotuneError
 from kotune.records import plot_loss, write_json, write_resolved_config, write_run_record
-from kotune.safety import check_output_dir, resolve_resume
+from kotune.stages.distributed import start
+from kotune.stages.safety import NonFiniteLossError, check_output_dir, resolve_resume
 
 logger = logging.getLogger("kotune")
 
@@ -28,10 +30,16 @@ def setup_logging() -> None:
 
 
 def preflight(cfg: RunConfig) -> str | None:
-    """Output-dir and resume checks, on every rank before any rank writes. Returns the checkpoint to resume."""
+    """The start of a run, on every rank before any rank writes: DeepSpeed's process group (if any), the output-dir
+    and resume checks, and an eval baseline that must be reachable. Returns the checkpoint to resume."""
+    start(cfg)
     args = cfg.training
     resume = resolve_resume(args.output_dir, args.resume_from_checkpoint) if args.resume_from_checkpoint else None
     check_output_dir(args.output_dir, cfg.kotune.overwrite_output_dir, resuming=resume is not None)
+    if cfg.kotune.eval_tasks:
+        from kotune.eval.run import check_baseline
+
+        check_baseline(cfg.kotune.eval_baseline)
     if resume:
         logger.info("resuming from %s", resume)
     return resume
@@ -65,9 +73,6 @@ def log_trainable_dtype(model) -> None:
 def train(trainer, sigterm, resume: str | None):
     """trainer.train() with the run-safety contract: a non-finite loss is a user-facing error, and a SIGTERM
     returns None after its checkpoint is written."""
-    from kotune.errors import KotuneError
-    from kotune.safety import NonFiniteLossError
-
     try:
         result = trainer.train(resume_from_checkpoint=resume)
     except NonFiniteLossError as err:

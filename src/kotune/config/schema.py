@@ -1,0 +1,143 @@
+"""kotune's own config fields, and the constants that shape every config. A leaf: no kotune imports.
+
+Field names are TRL's and transformers' wherever they have one (their schema is `library_fields.json`); the
+dataclasses here hold only what they lack (`dataset_mixture`, `prompt_format`, `overwrite_output_dir`, ...).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+
+@dataclass
+class DatasetSource:
+    """One source of a mixture. Only `id` and `format` are required."""
+
+    id: str = field(metadata={"help": "A local file (json/jsonl/csv/parquet) or a Hub dataset id."})
+    format: str = field(metadata={"help": "instruction | chat | preference | kit19/<task name>."})
+    split: str = field(default="train", metadata={"help": "Split to read."})
+    columns: dict[str, str] = field(
+        default_factory=dict,
+        metadata={"help": "Map from kotune's field name to your column name, e.g. {output: answer}."},
+    )
+    weight: float = field(
+        default=1.0, metadata={"help": "Share of the final mixture, relative to the other sources' weights."}
+    )
+    max_samples: int | None = field(default=None, metadata={"help": "Cap on rows taken from this source."})
+    streaming: bool = field(
+        default=False,
+        metadata={"help": "Read the source lazily (large Hub datasets): only max_samples rows (5,000 for kit19/*, "
+                          "else all) are fetched."},
+    )
+
+
+@dataclass
+class DatasetMixture:
+    """Sources plus the seed that makes sampling reproducible."""
+
+    datasets: list[DatasetSource] = field(metadata={"help": "The sources; see DatasetSource."})
+    seed: int = field(default=42, metadata={"help": "Seed for sampling and shuffling the mixture."})
+
+
+@dataclass
+class KotuneArguments:
+    """kotune's own fields: everything TRL and transformers have no name for."""
+
+    dataset_mixture: DatasetMixture | None = field(
+        default=None, metadata={"help": "Training data: {seed, datasets: [{id, format, ...}]}."}
+    )
+    prompt_format: Literal["auto", "komt", "koquality", "llama2", "mistral"] = field(
+        default="auto",
+        metadata={"help": "Prompt format (stored as the tokenizer's chat template). auto = the base's default."},
+    )
+    overwrite_output_dir: bool = field(
+        default=False, metadata={"help": "Allow writing into an existing, non-empty output_dir."}
+    )
+    overlong: Literal["drop", "truncate"] = field(
+        default="drop",
+        metadata={"help": "Rows longer than max_length: drop them (counted) or cut the answer (EOS is then lost)."},
+    )
+    strict: bool = field(default=False, metadata={"help": "Raise on the first bad data row instead of skipping it."})
+    max_prompt_length: int | None = field(
+        default=None,
+        metadata={"help": "DPO: drop (and count) rows whose prompt is longer than this many tokens."},
+    )
+    data_cache: bool = field(
+        default=True, metadata={"help": "Reuse preprocessed data from $KOTUNE_CACHE_DIR (~/.cache/kotune/data)."}
+    )
+    eval_tasks: list[str] = field(
+        default_factory=list,
+        metadata={"help": "SFT: after saving, score the model with `kotune eval` on these tasks, e.g. [kit19] or "
+                          "[kobest_copa, klue_sts]; results in output_dir/eval. Empty = no evaluation."},
+    )
+    eval_num_fewshot: int = field(default=0, metadata={"help": "In-context examples per eval question."})
+    eval_limit: float | None = field(
+        default=None, metadata={"help": "Eval rows per task (or a share < 1): quick checks only."}
+    )
+    eval_data_dir: str | None = field(
+        default=None,
+        metadata={"help": "Read eval data from DIR/<task>/{train,validation,test}.jsonl instead of the Hub."},
+    )
+    eval_baseline: str | None = field(
+        default=None, metadata={"help": "Shown beside the eval scores: a model dir, a results.json, or 'base'."}
+    )
+
+
+# Values kotune chooses when the user leaves a field unset (logged by name when applied).
+TRAINING_DEFAULTS: dict[str, Any] = {
+    "report_to": ["tensorboard"],
+    "logging_steps": 10,
+    # LoRA and checkpointed blocks use every trainable parameter; the DDP search only costs time and warnings.
+    "ddp_find_unused_parameters": False,
+}
+# Values kotune always sets, because the library default hides a failure.
+TRAINING_FORCED: dict[str, Any] = {
+    # The default replaces a NaN/inf loss by the running mean in logs; kotune stops the run instead.
+    "logging_nan_inf_filter": False,
+}
+# Keys that older transformers/TRL releases (and most tutorials) use, with what to write now.
+RENAMED = {
+    "warmup_ratio": "warmup_steps (a float in [0, 1) is a ratio of the total steps)",
+    "max_seq_length": "max_length",
+    "evaluation_strategy": "eval_strategy",
+    "torch_dtype": "dtype",
+    "max_prompt_length_chars": "max_prompt_length",
+    "bnb_4bit_use_double_quant": "use_bnb_nested_quant",
+    "bnb_4bit_compute_dtype": "dtype (the compute dtype of the 4-bit layers)",
+    "fraction": "weight",
+    "path": "id",
+}
+# Launcher-added arguments accepted and ignored (the launcher's env vars carry the rank).
+LAUNCHER_KEYS = {"local_rank", "local-rank"}
+
+# Values the libraries accept when a config is built but fail on (or silently misuse) later; checked with the
+# rest of the config, before anything heavy is imported or written. key -> (low, high, why); a bound in a list is
+# inclusive ([0] means >= 0), a bare number exclusive (0 means > 0).
+RANGES: dict[str, tuple[Any, Any, str]] = {
+    "learning_rate": (0, None, "the optimizer's step size"),
+    "lora_r": ([1], None, "the LoRA rank"),
+    "lora_alpha": (0, None, "LoRA's scale is alpha/r; alpha≈2r is common"),
+    "lora_dropout": ([0], 1, "a probability of dropping, below 1"),
+    "max_length": ([8], None, "tokens per example"),
+    "per_device_train_batch_size": ([1], None, "examples per device and step"),
+    "per_device_eval_batch_size": ([1], None, "examples per device and eval step"),
+    "gradient_accumulation_steps": ([1], None, "micro-batches per optimizer step"),
+    "warmup_steps": ([0], None, "steps, or a ratio of the total below 1"),
+    "weight_decay": ([0], None, "AdamW's decoupled decay"),
+    "max_grad_norm": ([0], None, "the clipping threshold (0 turns clipping off)"),
+    "beta": (0, None, "the preference loss's temperature"),
+}
+
+
+@dataclass
+class RunConfig:
+    """Everything a run needs, already validated."""
+
+    stage: str  # a name in kotune.stages.registry
+    kotune: KotuneArguments
+    model: Any  # KotuneModelConfig (TRL's ModelConfig)
+    training: Any  # the stage's TRL config (SFTConfig, DPOConfig, ...)
+    resolved: dict[str, Any]  # what the user set plus the defaults kotune applied; saved in output_dir
+    source: str
+    training_values: dict[str, Any] = field(default_factory=dict)  # the checked values `training` was built from

@@ -1,0 +1,269 @@
+"""Check a raw config (YAML + overrides) against the stage's schema, all at once, before anything heavy loads.
+
+Every problem is collected and reported in one `ConfigError`; an unknown key names the nearest valid one. The
+checks read kotune's dataclasses and the stored TRL/transformers field schema only (no torch, no TRL), so a
+typo is reported in about a second. `build_config` then builds the libraries' own objects (`kotune.config.library`)
+and reports what they refuse the same way.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+from pathlib import Path
+from typing import Any, Iterable
+
+from kotune.config.deepspeed_file import read_deepspeed_config
+from kotune.config.library_schema import MODEL_CONFIG, fields_of
+from kotune.config.schema import (RANGES, RENAMED, TRAINING_DEFAULTS, TRAINING_FORCED, DatasetMixture,
+                                  DatasetSource, KotuneArguments, RunConfig)
+from kotune.config.types import coerce, dataclass_fields
+from kotune.data.formats import FORMAT_NAMES
+from kotune.errors import ConfigError
+from kotune.eval.checks import eval_config_problems
+from kotune.stages.registry import STAGES, get_stage, stages_with
+
+logger = logging.getLogger("kotune.config")
+
+
+def suggest(key: str, valid: Iterable[str]) -> str:
+    """': did you mean 'x'?' for the nearest valid key, or ''."""
+    near = difflib.get_close_matches(key, list(valid), n=1, cutoff=0.6)
+    return f": did you mean '{near[0]}'?" if near else ""
+
+
+def field_groups(stage: str) -> dict[str, dict[str, dict]]:
+    """{"kotune" | "model" | "training": {key: {type, help, choices}}} for a stage."""
+    return {"kotune": dataclass_fields(KotuneArguments), "model": fields_of(MODEL_CONFIG),
+            "training": fields_of(get_stage(stage).training_config)}
+
+
+def field_help(stage: str = "sft") -> list[tuple[str, str]]:
+    """(name, help) for every accepted key, for `--help`."""
+    return [(name, spec["help"]) for group in field_groups(stage).values() for name, spec in group.items()]
+
+
+def _check_fields(values: dict[str, Any], specs: dict[str, dict], where: str, problems: list[str]) -> dict:
+    """Type-check `values` against field specs; return the coerced values."""
+    out = {}
+    for key, value in values.items():
+        try:
+            value = coerce(value, specs[key]["type"])
+        except TypeError as err:
+            problems.append(f"{where}{key}: expected {err}, got {value!r} ({type(value).__name__})")
+            continue
+        choices = specs[key].get("choices")
+        if choices and value is not None and value not in choices:
+            problems.append(f"{where}{key}: {value!r} is not one of {', '.join(map(str, choices))}")
+            continue
+        out[key] = value
+    return out
+
+
+def _check_ranges(values: dict[str, Any], problems: list[str]) -> None:
+    for key, (low, high, why) in RANGES.items():
+        value = values.get(key)
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            continue
+        low_ok = low is None or (value >= low[0] if isinstance(low, list) else value > low)
+        high_ok = high is None or (value <= high[0] if isinstance(high, list) else value < high)
+        if not (low_ok and high_ok):
+            bounds = [f"{'>=' if isinstance(low, list) else '>'} {low[0] if isinstance(low, list) else low}"
+                      if low is not None else "",
+                      f"{'<=' if isinstance(high, list) else '<'} {high[0] if isinstance(high, list) else high}"
+                      if high is not None else ""]
+            problems.append(f"{key}: {value!r} is out of range: must be {' and '.join(b for b in bounds if b)} "
+                            f"({why})")
+
+
+def _build_mixture(raw: Any, stage: str, problems: list[str]) -> DatasetMixture | None:
+    where = "dataset_mixture"
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        problems.append(f"{where}: expected a mapping with 'datasets' (and optionally 'seed'), got {raw!r}")
+        return None
+    valid = dataclass_fields(DatasetMixture)
+    for key in raw:
+        if key not in valid:
+            problems.append(f"{where}.{key}: unknown key{suggest(key, valid)}")
+    values = _check_fields({k: v for k, v in raw.items() if k in valid and k != "datasets"}, valid, f"{where}.",
+                           problems)
+    items = raw.get("datasets")
+    if not isinstance(items, list) or not items:
+        problems.append(f"{where}.datasets: give a non-empty list of sources, e.g. "
+                        "[{id: data.jsonl, format: instruction}]")
+        return None
+    sources = [_build_source(item, f"{where}.datasets[{i}].", stage, problems) for i, item in enumerate(items)]
+    if problems:
+        return None
+    return DatasetMixture(datasets=sources, **values)
+
+
+def _build_source(item: Any, here: str, stage: str, problems: list[str]) -> DatasetSource | None:
+    if not isinstance(item, dict):
+        problems.append(f"{here[:-1]}: expected a mapping like {{id: ..., format: ...}}, got {item!r}")
+        return None
+    src_fields = dataclass_fields(DatasetSource)
+    for key in item:
+        if key not in src_fields:
+            alias = RENAMED.get(key)
+            problems.append(f"{here}{key}: unknown key{f': use {alias!r}' if alias else suggest(key, src_fields)}")
+    missing = [k for k in ("id", "format") if k not in item]
+    for k in missing:
+        problems.append(f"{here}{k}: required (every source needs an id and a format)")
+    vals = _check_fields({k: v for k, v in item.items() if k in src_fields}, src_fields, here, problems)
+    fmt = vals.get("format")
+    if fmt is not None and fmt not in FORMAT_NAMES and not fmt.startswith("kit19/"):
+        problems.append(f"{here}format: {fmt!r} is not one of {', '.join(FORMAT_NAMES)} or kit19/<task>"
+                        f"{suggest(fmt, FORMAT_NAMES)}")
+    elif fmt is not None and not get_stage(stage).reads_format(fmt):
+        readers = [s.name for s in STAGES.values() if s.reads_format(fmt)]
+        reads = ", ".join(f.replace("kit19/", "kit19/<task>") for f in get_stage(stage).data_formats)
+        problems.append(f"{here}format: {stage.upper()} needs format: {reads}, not {fmt!r}"
+                        + (f" (that is data for {', '.join(r.upper() for r in readers)})" if readers else ""))
+    if "weight" in vals and not vals["weight"] > 0:
+        problems.append(f"{here}weight: must be > 0 (it is this source's share of the mixture)")
+    if vals.get("max_samples") is not None and vals["max_samples"] < 1:
+        problems.append(f"{here}max_samples: must be >= 1 (or leave it out for no cap)")
+    if any(not isinstance(k, str) or not isinstance(v, str) for k, v in vals.get("columns", {}).items()):
+        problems.append(f"{here}columns: map kotune field names to your column names, both strings")
+    if missing or len(vals) != len([k for k in item if k in src_fields]):
+        return None
+    return DatasetSource(**vals)
+
+
+def is_local_path(name: str) -> bool:
+    """A Hub id is `name` or `org/name`; anything else (./x, /x, a/b/c) must be on disk."""
+    return name.startswith((".", "/", "~")) or name.count("/") >= 2 or Path(name).exists()
+
+
+def check_config(raw: dict[str, Any], stage: str = "sft", check_paths: bool = True):
+    """(kotune values, mixture, model values, training values, defaults applied, problems). No heavy imports."""
+    groups = field_groups(stage)
+    valid = set().union(*groups.values())
+    problems: list[str] = []
+    for key in raw:
+        if key in RENAMED and key not in valid:
+            problems.append(f"{key}: unknown key: use {RENAMED[key]}")
+        elif key not in valid:
+            problems.append(f"{key}: unknown key{suggest(key, valid)}")
+
+    user = {k: v for k, v in raw.items() if k in valid}
+    if isinstance(user.get("resume_from_checkpoint"), bool):  # `true` = the last complete checkpoint in output_dir
+        user["resume_from_checkpoint"] = "true" if user["resume_from_checkpoint"] else None
+    applied = {}
+    for key, value in TRAINING_DEFAULTS.items():
+        if key not in user and key in groups["training"]:
+            user[key] = applied[key] = value
+    for key, value in TRAINING_FORCED.items():
+        if key in groups["training"]:
+            if key in user and user[key] != value:
+                logger.warning("%s=%r is overridden to %r by kotune", key, user[key], value)
+            user[key] = value
+
+    kotune = _check_fields({k: v for k, v in user.items() if k in groups["kotune"] and k != "dataset_mixture"},
+                           groups["kotune"], "", problems)
+    mixture = _build_mixture(user.get("dataset_mixture"), stage, problems)
+    model = _check_fields({k: v for k, v in user.items() if k in groups["model"]}, groups["model"], "", problems)
+    training = _check_fields({k: v for k, v in user.items() if k in groups["training"]}, groups["training"], "",
+                             problems)
+    _check_ranges({**model, **training}, problems)
+    _cross_check(user, model, training, stage, problems, check_paths)
+    return kotune, mixture, model, training, applied, problems
+
+
+def build_config(raw: dict[str, Any], stage: str = "sft", source: str = "config", check_paths: bool = True,
+                 ) -> RunConfig:
+    """Check `raw` for `stage`, then build TRL's objects; every problem is raised in one ConfigError.
+
+    `check_paths=False` validates a recipe on a machine that lacks its local model dir (tests of shipped YAML).
+    The training config is built without `deepspeed`: building it with one starts distributed state, which
+    belongs to the start of a run (`kotune.stages.distributed.start`), not to reading a config.
+    """
+    kotune, mixture, model, training, applied, problems = check_config(raw, stage, check_paths)
+    if problems:
+        raise ConfigError(problems, source)
+
+    import torch
+
+    from kotune.config.library import build_model_config, build_training_config, library_problems
+
+    if not torch.cuda.is_available() and "use_cpu" not in training:
+        training["use_cpu"] = applied["use_cpu"] = True  # TRL's bf16 default otherwise fails on a CPU-only machine
+    model_args, problem = build_model_config(model)
+    problems += [problem] if problem else library_problems(model_args)
+    args, problem = build_training_config(get_stage(stage).training_config,
+                                          {k: v for k, v in training.items() if k != "deepspeed"})
+    problems += [problem] if problem else []
+    if problems:
+        raise ConfigError(problems, source)
+    for key, value in applied.items():
+        logger.info("kotune default: %s=%r (set it in your config to change)", key, value)
+    resolved = {**raw, **applied}
+    return RunConfig(stage=stage, kotune=KotuneArguments(dataset_mixture=mixture, **kotune), model=model_args,
+                     training=args, resolved=resolved, source=source, training_values=training)
+
+
+def _cross_check(user: dict, model: dict, train: dict, stage: str, problems: list[str], check_paths: bool) -> None:
+    """Combinations that cannot work, each with the setting that fixes it."""
+    if model.get("load_in_4bit") and model.get("load_in_8bit"):
+        problems.append("load_in_4bit and load_in_8bit are both true: choose one (4-bit NF4 is QLoRA)")
+    if (model.get("load_in_4bit") or model.get("load_in_8bit")) and not model.get("use_peft"):
+        problems.append("a quantized base (load_in_4bit/load_in_8bit) cannot be fully fine-tuned: "
+                        "set use_peft: true, or drop the quantization for full fine-tuning")
+    name = model.get("model_name_or_path")
+    if not name:
+        problems.append("model_name_or_path: required (a local model dir or a Hub id)")
+    elif check_paths and is_local_path(name) and not Path(name).expanduser().exists():
+        problems.append(f"model_name_or_path: '{name}' does not exist")
+    if not train.get("output_dir"):
+        problems.append("output_dir: required (where the model, checkpoints and logs go)")
+    if user.get("dataset_mixture") is None:
+        problems.append("dataset_mixture: required, e.g. {datasets: [{id: data/train.jsonl, format: instruction}]}")
+    mixture = user.get("dataset_mixture")
+    if check_paths and isinstance(mixture, dict) and isinstance(mixture.get("datasets"), list):
+        for i, src in enumerate(mixture["datasets"]):
+            sid = src.get("id") if isinstance(src, dict) else None
+            looks_local = isinstance(sid, str) and (Path(sid).suffix.lower() in (".json", ".jsonl", ".csv", ".parquet")
+                                                    or is_local_path(sid))
+            if looks_local and not Path(sid).expanduser().is_file():
+                problems.append(f"dataset_mixture.datasets[{i}].id: file '{sid}' not found")
+    if user.get("overwrite_output_dir") and train.get("resume_from_checkpoint"):
+        problems.append("overwrite_output_dir and resume_from_checkpoint contradict each other: choose one")
+    if train.get("deepspeed"):
+        _check_deepspeed(train["deepspeed"], model, problems)
+    if user.get("eval_tasks"):
+        problems += eval_config_problems(stage, user["eval_tasks"], user.get("eval_data_dir"), check_paths,
+                                         user.get("eval_baseline"), bool(model.get("use_peft")))
+    for key in {k for s in STAGES.values() for k in s.kotune_keys}:
+        if user.get(key) is not None and key not in get_stage(stage).kotune_keys:
+            users = stages_with(key)
+            problems.append(f"{key}: only used by {', '.join(s.upper() for s in users)} "
+                            f"({', '.join(get_stage(s).entry_script for s in users)}); {stage} does not read it")
+    mpl = user.get("max_prompt_length")
+    if "max_prompt_length" in get_stage(stage).kotune_keys and isinstance(mpl, int) and train.get("max_length") \
+            and mpl >= train["max_length"]:
+        problems.append(f"max_prompt_length ({mpl}) must be smaller than max_length ({train['max_length']}), "
+                        "or no answer token fits")
+
+
+def _check_deepspeed(ds: Any, model: dict, problems: list[str]) -> None:
+    conf, problem = read_deepspeed_config(ds)
+    if problem:
+        problems.append(problem)
+        return
+    stage = (conf.get("zero_optimization") or {}).get("stage")
+    if stage == 3 and model.get("load_in_8bit"):
+        problems.append("load_in_8bit cannot be combined with ZeRO-3: use load_in_4bit with "
+                        "bnb_4bit_quant_storage equal to dtype, or ZeRO-2")
+    if stage == 3 and model.get("load_in_4bit"):
+        dtype = model.get("dtype") or "float32"
+        storage = model.get("bnb_4bit_quant_storage")
+        if storage is None:
+            model["bnb_4bit_quant_storage"] = dtype  # peft#1550: ZeRO-3 shards the 4-bit storage as this dtype
+            logger.info("ZeRO-3 + 4-bit: bnb_4bit_quant_storage=%s (the compute dtype)", dtype)
+        elif storage != dtype:
+            problems.append(f"bnb_4bit_quant_storage ({storage}) must equal dtype ({dtype}) under ZeRO-3 "
+                            "(peft#1550); leave it unset and kotune sets it")
+

@@ -1,0 +1,75 @@
+"""The tokenize-and-label engine: conversations → (input_ids, labels), the loss on assistant turns only.
+
+Each prompt part and each assistant turn is tokenized apart and the ids are concatenated, so every masked prefix is
+exactly the prompt inference sends (SentencePiece/Metaspace tokenizers tokenize a prompt ending in a space
+differently alone than inside prompt+answer). The mask comes from the tokenizer's chat template turn by turn.
+"""
+
+from __future__ import annotations
+
+
+def _render_fast(tokenizer, messages: list[dict], add_generation_prompt: bool) -> str:
+    """apply_chat_template(tokenize=False) without its per-call overhead (3x faster on 100K rows); the round-trip
+    tests hold it to the public API's output."""
+    try:
+        from transformers.utils.chat_template_utils import _compile_jinja_template
+    except ImportError:  # a transformers without the helper: the public API, slower
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+    template = _compile_jinja_template(tokenizer.chat_template)
+    return template.render(messages=messages, add_generation_prompt=add_generation_prompt,
+                           **tokenizer.special_tokens_map)
+
+
+def _token_ids(tokenizer, texts: list[str]) -> list[list[int]]:
+    """Ids of each text, no special tokens added; straight from the Rust tokenizer when there is one."""
+    backend = getattr(tokenizer, "backend_tokenizer", None) if getattr(tokenizer, "is_fast", False) else None
+    if backend is not None:
+        return [e.ids for e in backend.encode_batch(texts, add_special_tokens=False)]
+    return tokenizer(texts, add_special_tokens=False)["input_ids"]
+
+
+def _segments(tokenizer, messages: list[dict]) -> list[tuple[str, bool]]:
+    """The conversation as (text, trained) pieces: the prompt up to each assistant turn, then that turn."""
+    pieces: list[tuple[str, bool]] = []
+    rendered = ""
+    for i, message in enumerate(messages):
+        if message["role"] != "assistant":
+            continue
+        before = _render_fast(tokenizer, messages[:i], add_generation_prompt=True)
+        upto = _render_fast(tokenizer, messages[: i + 1], add_generation_prompt=False)
+        if not before.startswith(rendered) or not upto.startswith(before):
+            raise ValueError("chat template is not prefix-stable; kotune cannot mask it turn by turn")
+        if len(before) > len(rendered):
+            pieces.append((before[len(rendered):], False))
+        pieces.append((upto[len(before):], True))
+        rendered = upto
+    return pieces
+
+
+def encode_conversations(tokenizer, conversations: list[list[dict]]) -> list[tuple[list[int], list[int]]]:
+    """(input_ids, labels) per conversation; only assistant turns (and their EOS) carry labels.
+
+    The prompt part up to each assistant turn and that turn's text are tokenized apart and concatenated, so every
+    prompt prefix equals what inference sends. All pieces go to the tokenizer in one batch (fast tokenizers then
+    use every core).
+    """
+    segmented = [_segments(tokenizer, m) for m in conversations]
+    texts = [text for pieces in segmented for text, _ in pieces]
+    ids_flat = _token_ids(tokenizer, texts) if texts else []
+    out, k = [], 0
+    eos = tokenizer.eos_token_id
+    for pieces in segmented:
+        input_ids: list[int] = []
+        labels: list[int] = []
+        for _, trained in pieces:
+            ids = ids_flat[k]
+            k += 1
+            if trained:
+                if eos is not None and eos not in ids:
+                    ids = ids + [eos]  # a template that forgot EOS: the model must still stop
+                labels += ids
+            else:
+                labels += [-100] * len(ids)
+            input_ids += ids
+        out.append((input_ids, labels))
+    return out

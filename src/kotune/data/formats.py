@@ -1,0 +1,108 @@
+"""The data formats kotune reads: one converter per format name, turning a raw record into what training needs.
+
+The config reads `FORMAT_NAMES` from here (plus `kit19/<task>`, see `kotune.data.kit19`). Adding a format is one
+converter in `CONVERTERS` plus tests. A converter returns (record, None) or (None, the reason the row is dropped).
+"""
+
+from __future__ import annotations
+
+from kotune.data.prompt_formats import join_instruction
+
+ROLES = {"system", "user", "assistant"}
+
+
+def _text(row: dict, key: str, required: bool) -> tuple[str | None, str | None]:
+    """(value, reason-if-bad) for a text field."""
+    value = row.get(key)
+    if value is None:
+        return None, (f"missing {key}" if required else None)
+    if not isinstance(value, str):
+        return None, f"{key} is not text"
+    if "\ufffd" in value:
+        return None, f"{key} has undecodable bytes"
+    if required and not value.strip():
+        return None, f"empty {key}"
+    return value, None
+
+
+def instruction_to_messages(row: dict) -> tuple[list[dict] | None, str | None]:
+    """`{instruction, input?, output}` → a user turn and an assistant turn."""
+    instruction, bad = _text(row, "instruction", True)
+    if bad:
+        return None, bad
+    input_text, bad = _text(row, "input", False)
+    if bad:
+        return None, bad
+    output, bad = _text(row, "output", True)
+    if bad:
+        return None, bad
+    return [
+        {"role": "user", "content": join_instruction(instruction, input_text)},
+        {"role": "assistant", "content": output.strip()},
+    ], None
+
+
+def chat_to_messages(row: dict) -> tuple[list[dict] | None, str | None]:
+    """`{messages: [{role, content}, ...]}`, with at least one assistant turn to learn from."""
+    messages = row.get("messages")
+    if not isinstance(messages, list) or not messages:
+        return None, "missing messages"
+    out = []
+    for m in messages:
+        if not isinstance(m, dict) or m.get("role") not in ROLES:
+            return None, "message without a valid role"
+        content, bad = _text(m, "content", True)
+        if bad:
+            return None, f"message {bad}"
+        out.append({"role": m["role"], "content": content})
+    if not any(m["role"] == "assistant" for m in out):
+        return None, "no assistant turn"
+    return out, None
+
+
+def _turns(value, name: str) -> tuple[list[dict] | None, str | None]:
+    """A prompt or answer given as text or as a message list."""
+    if isinstance(value, str):
+        if not value.strip():
+            return None, f"empty {name}"
+        if "\ufffd" in value:
+            return None, f"{name} has undecodable bytes"
+        role = "user" if name == "prompt" else "assistant"
+        return [{"role": role, "content": value.strip()}], None
+    if isinstance(value, list) and value:
+        messages, reason = chat_to_messages({"messages": value + ([{"role": "assistant", "content": "x"}]
+                                                                  if name == "prompt" else [])})
+        if reason and reason != "no assistant turn":
+            return None, f"{name}: {reason}"
+        return (messages[:-1] if name == "prompt" else messages), None
+    return None, (f"missing {name}" if value is None else f"{name} is not text or messages")
+
+
+def preference_to_record(row: dict) -> tuple[dict | None, str | None]:
+    """`{prompt, chosen, rejected}` as strings or message lists → {prompt: messages, chosen: text, rejected: text}.
+
+    A chosen/rejected message list may repeat the prompt (as in ultrafeedback_binarized); its last assistant turn
+    is the answer.
+    """
+    prompt, bad = _turns(row.get("prompt"), "prompt")
+    if bad:
+        return None, bad
+    if prompt[-1]["role"] != "user":
+        return None, "prompt does not end with a user turn"
+    answers = {}
+    for name in ("chosen", "rejected"):
+        turns, bad = _turns(row.get(name), name)
+        if bad:
+            return None, bad
+        if turns[-1]["role"] != "assistant":
+            return None, f"{name} does not end with an assistant turn"
+        answers[name] = turns[-1]["content"]
+    if answers["chosen"] == answers["rejected"]:
+        return None, "chosen equals rejected"
+    return {"prompt": prompt, **answers}, None
+
+
+# name -> converter; a stage says which names it reads (kotune.stages.registry).
+CONVERTERS = {"instruction": instruction_to_messages, "chat": chat_to_messages, "preference": preference_to_record}
+
+FORMAT_NAMES = tuple(CONVERTERS)

@@ -1,0 +1,116 @@
+"""Prompt formats, stored as tokenizer chat templates so training and inference use the same bytes.
+
+| format    | generation prompt                          | then the answer     |
+|-----------|--------------------------------------------|---------------------|
+| komt      | `### instruction: {x}\\n\\n### Response: `   | `{answer}` + EOS    |
+| koquality | `### 질문: {x}### 답변: `                   | `{answer}` + EOS    |
+| llama2    | `<s>[INST] {x} [/INST]` (+ <<SYS>> block)  | ` {answer} </s>`    |
+| mistral   | `<s>[INST] {x} [/INST]`                    | `{answer}</s>`      |
+
+Training tokenizes the rendered prompt and the answer apart and concatenates the ids (`kotune.data.encode`), so the
+masked prefix of every training example is exactly what `apply_chat_template(..., add_generation_prompt=True)`
+gives at inference.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from kotune.models.architectures import spec_for
+
+logger = logging.getLogger(__name__)
+
+# Literal text is emitted through {{ '...' }} so Jinja's whitespace control never eats a separator.
+# A system message, if any, comes first as plain text for the '###' formats.
+_KOMT = (
+    "{%- for m in messages -%}"
+    "{%- if m['role'] == 'system' -%}{{ m['content'] + '\\n\\n' }}"
+    "{%- elif m['role'] == 'user' -%}{{ '### instruction: ' + m['content'] + '\\n\\n' }}"
+    "{%- elif m['role'] == 'assistant' -%}{{ '### Response: ' + m['content'] + eos_token }}"
+    "{%- if not loop.last -%}{{ '\\n\\n' }}{%- endif -%}"
+    "{%- endif -%}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{ '### Response: ' }}{%- endif -%}"
+)
+
+# KoQuality's released format, verbatim: no separator between the question and '### 답변:'.
+_KOQUALITY = (
+    "{%- for m in messages -%}"
+    "{%- if m['role'] == 'system' -%}{{ m['content'] + '\\n\\n' }}"
+    "{%- elif m['role'] == 'user' -%}{{ '### 질문: ' + m['content'] }}"
+    "{%- elif m['role'] == 'assistant' -%}{{ '### 답변: ' + m['content'] + eos_token }}"
+    "{%- endif -%}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{ '### 답변: ' }}{%- endif -%}"
+)
+
+_LLAMA2 = (
+    "{%- if messages[0]['role'] == 'system' -%}"
+    "{%- set sys = '<<SYS>>\\n' + messages[0]['content'] + '\\n<</SYS>>\\n\\n' -%}{%- set msgs = messages[1:] -%}"
+    "{%- else -%}{%- set sys = '' -%}{%- set msgs = messages -%}{%- endif -%}"
+    "{%- for m in msgs -%}"
+    "{%- if m['role'] == 'user' -%}"
+    "{{ bos_token + '[INST] ' + (sys if loop.first else '') + m['content'] + ' [/INST]' }}"
+    "{%- elif m['role'] == 'assistant' -%}{{ ' ' + m['content'] + ' ' + eos_token }}"
+    "{%- endif -%}"
+    "{%- endfor -%}"
+)
+
+_MISTRAL = (
+    "{{ bos_token }}"
+    "{%- for m in messages -%}"
+    "{%- if m['role'] == 'system' -%}{{ m['content'] + '\\n\\n' }}"
+    "{%- elif m['role'] == 'user' -%}{{ '[INST] ' + m['content'] + ' [/INST]' }}"
+    "{%- elif m['role'] == 'assistant' -%}{{ m['content'] + eos_token }}"
+    "{%- endif -%}"
+    "{%- endfor -%}"
+)
+
+TEMPLATES = {"komt": _KOMT, "koquality": _KOQUALITY, "llama2": _LLAMA2, "mistral": _MISTRAL}
+
+
+def join_instruction(instruction: str, input_text: str | None) -> str:
+    """The user turn: the instruction, and the input after one space when there is one."""
+    instruction = instruction.strip()
+    if input_text and input_text.strip():
+        return f"{instruction} {input_text.strip()}"
+    return instruction
+
+
+def resolve_format(prompt_format: str, model_type: str, model_dir: str | None, tokenizer) -> str | None:
+    """The format name to install, or None to keep the chat template the model dir already has.
+
+    `auto` keeps a template saved with the model (e.g. an SFT output), else picks the family's format (the
+    architecture registry); a family without one keeps its own template, and falls back to komt when it has none.
+    """
+    if prompt_format != "auto":
+        return prompt_format
+    family = spec_for(model_type).prompt_format
+    if tokenizer.chat_template and ((model_dir and Path(model_dir).is_dir()) or family is None):
+        return None
+    return family or "komt"
+
+
+def default_format(model_type: str) -> str:
+    """The kotune format for a model that has no chat template at all."""
+    return spec_for(model_type).prompt_format or "komt"
+
+
+def install_template(tokenizer, fmt: str | None) -> None:
+    """Store the format's template on the tokenizer; it is saved with every output dir."""
+    if fmt is None:
+        logger.info("prompt format: keeping the chat template saved with the model")
+        return
+    tokenizer.chat_template = TEMPLATES[fmt]
+    logger.info("prompt format: %s", fmt)
+
+
+def render_prompt(tokenizer, messages: list[dict]) -> str:
+    """The text the model sees before it answers (the generation prompt)."""
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def prompt_ids(tokenizer, messages: list[dict]) -> list[int]:
+    """Token ids of the generation prompt, exactly as training masked them. BOS, if any, is in the template."""
+    return tokenizer(render_prompt(tokenizer, messages), add_special_tokens=False)["input_ids"]

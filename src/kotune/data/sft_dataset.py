@@ -1,0 +1,107 @@
+"""The SFT training set: the mixture's picks tokenized with answer-only labels, one dataset per epoch variant.
+
+KIT-19 sources are rendered once per epoch ("variants"), so each epoch draws new templates; instruction and chat
+rows have one form, repeated in every variant.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable
+
+from datasets import Dataset
+
+from kotune.config.schema import DatasetMixture
+from kotune.data.encode import encode_conversations
+from kotune.data.mixture import draw, drop, Pick, shuffled, source_report
+from kotune.data.sources import SourceRows
+
+logger = logging.getLogger(__name__)
+
+
+def _render(rows: SourceRows, record, key: str, epoch: int):
+    try:
+        return rows.to_messages(record, key, epoch), None
+    except Exception as err:  # a template that cannot render this row
+        return None, f"template error ({type(err).__name__})"
+
+
+def _encode_source(rows: SourceRows, picks: list[Pick], tokenizer, max_length: int | None,
+                   overlong: str, n_variants: int, tries: int = 8):
+    """Per pick: ([(ids, labels)] * variants, reason, truncated). Batched: one tokenizer call per attempt.
+
+    A KIT-19 example whose drawn template makes it longer than max_length tries other templates before it is
+    dropped; an instruction or chat row has one form only.
+    """
+    n_epochs = n_variants if rows.templated else 1
+    attempts = tries if rows.templated else 1
+    results: list[list] = [[None] * n_epochs for _ in picks]
+    reasons: list[str | None] = [None] * len(picks)
+    truncated = [0] * len(picks)
+    for epoch in range(n_epochs):
+        pending = [i for i in range(len(picks)) if reasons[i] is None]
+        for attempt in range(attempts):
+            if not pending:
+                break
+            batch, owners = [], []
+            for i in pending:
+                pick = picks[i]
+                messages, reason = _render(rows, rows.records[pick.index], pick.key, epoch + attempt * n_variants)
+                if reason:
+                    reasons[i] = reason
+                    continue
+                batch.append(messages)
+                owners.append(i)
+            still_long = []
+            for i, (ids, labels) in zip(owners, encode_conversations(tokenizer, batch)):
+                if max_length is None or len(ids) <= max_length:
+                    results[i][epoch] = (ids, labels)
+                elif overlong == "truncate":
+                    results[i][epoch] = (ids[:max_length], labels[:max_length])
+                    truncated[i] = 1
+                else:
+                    still_long.append(i)
+            pending = still_long
+        for i in pending:
+            reasons[i] = "longer than max_length"
+        for i in range(len(picks)):
+            if reasons[i] is None and all(x == -100 for x in results[i][epoch][1]):
+                reasons[i] = "no answer tokens left after truncation"
+    out = []
+    for i in range(len(picks)):
+        if reasons[i]:
+            out.append((None, reasons[i], 0))
+        else:
+            variants = results[i] if rows.templated else results[i] * n_variants
+            out.append((variants, None, truncated[i]))
+    return out
+
+
+def build_sft_variants(mixture: DatasetMixture, tokenizer, max_length: int | None, overlong: str = "drop",
+                       strict: bool = False, variants_for: Callable[[int], int] = lambda n: 1,
+                       ) -> tuple[list[Dataset], dict]:
+    """(one tokenized dataset per epoch variant, report per source). All variants hold the same examples in the
+    same order; only KIT-19 phrasings differ between them."""
+    rng, drawn = draw(mixture, strict)
+    templated = any(rows.templated for rows, _ in drawn)
+    n_variants = max(1, int(variants_for(sum(len(p) for _, p in drawn)))) if templated else 1
+    examples: list[list[tuple[list[int], list[int]]]] = []
+    report = {}
+    for rows, picks in drawn:
+        used = truncated = 0
+        for pick, (variants, reason, cut) in zip(picks, _encode_source(rows, picks, tokenizer, max_length,
+                                                                       overlong, n_variants)):
+            if reason:
+                drop(rows, pick.index, reason, strict, "fix the row, raise max_length")
+                continue
+            examples.append(variants)
+            used += 1
+            truncated += cut
+        report[rows.source.id] = source_report(rows, used, truncated=truncated)
+    order = shuffled(len(examples), report, rng)
+    datasets = [Dataset.from_dict({"input_ids": [examples[i][v][0] for i in order],
+                                   "labels": [examples[i][v][1] for i in order]})
+                for v in range(n_variants)]
+    if n_variants > 1:
+        logger.info("KIT-19 templates: %d epoch variants, a new template draw per example per epoch", n_variants)
+    return datasets, report

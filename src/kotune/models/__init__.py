@@ -1,0 +1,1 @@
+"""Bases: the architecture registry, loading (tokenizer, weights), quantization and LoRA."""

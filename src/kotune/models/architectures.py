@@ -1,0 +1,104 @@
+"""The architecture registry: one spec per base family, read by model loading, prompt formats, plan and tests.
+
+A spec says which `model_type`s belong to the family, where LoRA goes, which kotune prompt format `auto` gives a
+base of the family, where `plan` finds the configs of its public checkpoints offline, and how to build a tiny
+random model of it for tests and the demo. A causal LM of any other type gets `GENERIC`: LoRA on every linear
+layer, and komt when the base ships no chat template of its own.
+
+Adding a base family is one `register(ArchitectureSpec(...))` plus a recipe and tests. This module imports nothing
+heavy (the tiny config builder imports transformers when it is called).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+# Llama-style blocks keep q/k/v apart (peft#294); GPT-NeoX fuses them into one projection.
+LLAMA_STYLE_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@dataclass(frozen=True)
+class ArchitectureSpec:
+    name: str
+    model_types: tuple[str, ...]
+    lora_targets: tuple[str, ...] | str  # module names, or "all-linear"
+    prompt_format: str | None = None  # kotune format for `prompt_format: auto`; None keeps the base's template
+    offline_configs: dict[str, str] = field(default_factory=dict)  # Hub id -> folder in configs/models/
+    # (common kwargs: vocab/hidden/layers/heads/ids) -> a transformers config; used by kotune.testing.tiny
+    tiny_config: Callable[[dict[str, Any]], Any] | None = None
+    tiny_tokenizer: str = "sentencepiece"  # "bpe" (a Korean byte-level BPE) or "sentencepiece" (Llama/Mistral)
+
+    def targets(self, override: list[str] | str | None = None) -> list[str] | str:
+        """The user's targets win; otherwise this family's."""
+        if override:
+            return override
+        return list(self.lora_targets) if isinstance(self.lora_targets, tuple) else self.lora_targets
+
+
+GENERIC = ArchitectureSpec(name="generic", model_types=(), lora_targets="all-linear")
+ARCHITECTURES: dict[str, ArchitectureSpec] = {}
+
+
+def register(spec: ArchitectureSpec) -> ArchitectureSpec:
+    ARCHITECTURES[spec.name] = spec
+    return spec
+
+
+def spec_for(model_type: str | None) -> ArchitectureSpec:
+    """The spec of a `config.model_type`, or GENERIC for a causal LM kotune has no entry for."""
+    for spec in ARCHITECTURES.values():
+        if model_type in spec.model_types:
+            return spec
+    return GENERIC
+
+
+def get_spec(name: str) -> ArchitectureSpec:
+    """A registered spec by family name (tests and the demo build tiny models by this name)."""
+    if name not in ARCHITECTURES:
+        raise ValueError(f"no architecture '{name}'; registered: {', '.join(ARCHITECTURES)}")
+    return ARCHITECTURES[name]
+
+
+def offline_config_dir(hub_id: str) -> str | None:
+    """The configs/models/ folder holding a known Hub checkpoint's config.json, for `plan` without the Hub."""
+    for spec in ARCHITECTURES.values():
+        if hub_id in spec.offline_configs:
+            return spec.offline_configs[hub_id]
+    return None
+
+
+def _gpt_neox(common: dict):
+    from transformers import GPTNeoXConfig
+
+    return GPTNeoXConfig(**common, rotary_pct=0.5, use_parallel_residual=True)
+
+
+def _llama(common: dict):
+    from transformers import LlamaConfig
+
+    return LlamaConfig(**common, num_key_value_heads=4)
+
+
+def _mistral(common: dict):
+    from transformers import MistralConfig
+
+    return MistralConfig(**common, num_key_value_heads=2, sliding_window=256)
+
+
+register(ArchitectureSpec(
+    name="gpt_neox", model_types=("gpt_neox",),
+    lora_targets=("query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"),
+    prompt_format="koquality",
+    offline_configs={"EleutherAI/polyglot-ko-1.3b": "polyglot-ko-1.3b", "EleutherAI/polyglot-ko-5.8b": "polyglot-ko-5.8b"},
+    tiny_config=_gpt_neox, tiny_tokenizer="bpe",
+))
+register(ArchitectureSpec(
+    name="llama", model_types=("llama",), lora_targets=LLAMA_STYLE_TARGETS, prompt_format="llama2",
+    offline_configs={"meta-llama/Llama-2-7b-hf": "llama-2-7b"}, tiny_config=_llama,
+))
+register(ArchitectureSpec(
+    name="mistral", model_types=("mistral",), lora_targets=LLAMA_STYLE_TARGETS, prompt_format="mistral",
+    offline_configs={"mistral-community/Mistral-7B-v0.1": "mistral-7b-v0.1", "mistralai/Mistral-7B-v0.1": "mistral-7b-v0.1"},
+    tiny_config=_mistral,
+))

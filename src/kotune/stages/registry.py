@@ -1,0 +1,76 @@
+"""The stage registry: every training stage kotune runs, by name.
+
+cli, config validation, sweep, plan, eval and launch.sh read this table; nothing else in kotune tests a stage's
+name. Adding a stage is one module with a `main(argv) -> int` plus one `register(Stage(...))` here, an entry script
+`train/<name>.py`, configs and tests; then `python -m kotune.config --write-library-fields` records its TRL config
+fields for the fast config check.
+
+This module imports nothing heavy (no torch, no TRL): a misspelled key must be reported in about a second.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One training stage: what it is called, which config it reads, what data it takes, and how it runs."""
+
+    name: str
+    summary: str  # one line for `kotune --help`
+    training_config: str  # "module:Class" of the TRL/transformers config (its fields are the stage's keys)
+    runner: str  # "module:function" taking argv and returning an exit code
+    data_formats: tuple[str, ...]  # dataset_mixture formats it reads ("kit19/" means any kit19/<task>)
+    kotune_keys: tuple[str, ...] = ()  # kotune fields only this stage reads (e.g. DPO's max_prompt_length)
+    reference_copy: bool = False  # full fine-tuning keeps a frozen reference copy of the model (plan counts it)
+    evaluates_after: bool = False  # honours eval_tasks at the end of the run
+
+    @property
+    def entry_script(self) -> str:
+        """The script users launch, relative to the checkout: train/<name>.py."""
+        return f"train/{self.name}.py"
+
+    def reads_format(self, fmt: str) -> bool:
+        return fmt in self.data_formats or ("kit19/" in self.data_formats and fmt.startswith("kit19/"))
+
+
+STAGES: dict[str, Stage] = {}
+
+
+def register(stage: Stage) -> Stage:
+    STAGES[stage.name] = stage
+    return stage
+
+
+def get_stage(name: str) -> Stage:
+    """The stage called `name`; a KeyError-free lookup is the caller's job (see `stage_names`)."""
+    return STAGES[name]
+
+
+def stage_names() -> list[str]:
+    return list(STAGES)
+
+
+def stages_with(attribute: str) -> list[str]:
+    """Names of the stages whose boolean `attribute` is true, or that list `attribute` in their kotune_keys."""
+    return [s.name for s in STAGES.values() if getattr(s, attribute, False) is True or attribute in s.kotune_keys]
+
+
+register(Stage(
+    name="sft",
+    summary="supervised fine-tuning: kotune sft CONFIG.yaml [--key=value ...]",
+    training_config="trl:SFTConfig",
+    runner="kotune.stages.sft:main",
+    data_formats=("instruction", "chat", "kit19/"),
+    evaluates_after=True,
+))
+register(Stage(
+    name="dpo",
+    summary="preference training: kotune dpo CONFIG.yaml [--key=value ...]",
+    training_config="trl:DPOConfig",
+    runner="kotune.stages.dpo:main",
+    data_formats=("preference",),
+    kotune_keys=("max_prompt_length",),
+    reference_copy=True,
+))

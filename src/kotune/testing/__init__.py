@@ -1,0 +1,1 @@
+"""Tiny offline bases for tests and the demo (`kotune.testing.tiny`)."""

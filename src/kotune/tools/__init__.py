@@ -1,0 +1,1 @@
+"""Tools around runs: plan (will it fit), sweep (+ its report), the data report, the demo."""
