@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Launch kotune training with the right launcher, and print the exact command first.
 #
-#   ./launch.sh sft|dpo CONFIG [--gpus N] [--zero 2|3|3-offload]
+#   ./launch.sh STAGE CONFIG [--gpus N] [--zero 2|3|3-offload]
 #               [--nodes N --node-rank R --master-addr A --master-port P] [--dry-run] [-- --key=value ...]
 #
+# STAGE is a registered stage (sft, dpo, ...: `python -m kotune.stages` lists them); its entry script is train/STAGE.py.
 # Without --zero: `accelerate launch` (data parallel when more than one process).
 # With --zero:    the `deepspeed` launcher and deepspeed/zero{2,3,3_offload}.json.
 # --gpus is per node (default: the GPUs nvidia-smi sees, or 1). On a machine without GPUs the processes run on the
@@ -11,12 +12,14 @@
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
-usage() { sed -n '2,10p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,11p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 die() { echo "launch.sh: $*" >&2; exit 2; }
 
 [ $# -ge 2 ] || usage
 stage="$1"; config="$2"; shift 2
-case "$stage" in sft|dpo) ;; *) die "first argument must be sft or dpo, not '$stage'";; esac
+python="${KOTUNE_PYTHON:-python3}"
+stages="$("$python" -m kotune.stages)" || die "cannot read kotune's stages with $python (set KOTUNE_PYTHON to the venv's python)"
+entry="$("$python" -m kotune.stages "$stage" 2>/dev/null)" || die "first argument must be $(echo $stages | sed 's/ / or /g'), not '$stage'"
 [ -f "$config" ] || die "config file '$config' not found"
 
 gpus=""; zero=""; nodes=1; node_rank=0; master_addr=127.0.0.1; master_port=29500; dry_run=0; overrides=()
@@ -44,7 +47,7 @@ fi
 [[ "$nodes" =~ ^[1-9][0-9]*$ ]] || die "--nodes must be a positive number, not '$nodes'"
 [[ "$node_rank" =~ ^[0-9]+$ ]] && [ "$node_rank" -lt "$nodes" ] || die "--node-rank must be in 0..$((nodes - 1))"
 
-script="$here/train/$stage.py"
+script="$here/$entry"
 env_prefix=()
 if [ -n "$zero" ]; then
   case "$zero" in

@@ -1,4 +1,5 @@
-"""`python -m kotune.stages [NAME]`: the registered stage names, or NAME's entry script (read by launch.sh)."""
+"""`python -m kotune.stages [NAME]`: the registered stage names (one per line), or NAME's entry script (launch.sh
+reads both)."""
 
 import sys
 
@@ -7,7 +8,7 @@ from kotune.stages.registry import STAGES
 if __name__ == "__main__":
     args = sys.argv[1:]
     if not args:
-        print(" ".join(STAGES))
+        print("\n".join(STAGES))
     elif args[0] in STAGES:
         print(STAGES[args[0]].entry_script)
     else:
