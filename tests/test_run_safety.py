@@ -136,3 +136,27 @@ def test_user_mistakes_get_one_message_and_write_nothing(tiny_bases, tmp_path):
         assert "Traceback" not in err and "kotune: error:" in err, (name, err[-3000:])
         assert needle in err, (name, err[-3000:])
         assert not os.path.exists(cfg["output_dir"]), name
+
+
+def test_out_of_range_values_are_one_message_naming_the_key(tiny_bases, tmp_path):
+    """Values the libraries would fail on mid-run (or take silently) are refused with the config: exit 2, one
+    problem that names the key, no traceback, no output_dir."""
+    cases = {
+        "learning_rate": {"learning_rate": -1},
+        "lora_r": {"lora_r": 0},
+        "lora_dropout": {"lora_dropout": 2},
+        "max_length": {"max_length": 0},
+        "bnb_4bit_quant_type": {"load_in_4bit": True, "bnb_4bit_quant_type": "nf5"},
+    }
+    procs = {}
+    for key, extra in cases.items():
+        cfg = base_config(tiny_bases["gpt_neox"], tmp_path / f"out-{key}", **extra)
+        path = write_config(tmp_path / f"{key}.yaml", cfg)
+        procs[key] = (cfg, subprocess.Popen([sys.executable, SFT, str(path)], env=subprocess_env(),
+                                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    for key, (cfg, proc) in procs.items():
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 2, (key, err[-3000:])
+        assert "Traceback" not in err and err.count("kotune: error:") == 1, (key, err[-3000:])
+        assert "1 problem:" in err and f"  - {key}: " in err, (key, err[-3000:])
+        assert not os.path.exists(cfg["output_dir"]), key

@@ -136,3 +136,20 @@ def test_bad_sweep_files_fail_before_any_run(tmp_path, tiny_bases, capsys, spec,
     err = capsys.readouterr().err
     assert expected in err and "Traceback" not in err
     assert not (tmp_path / "sweep").exists(), "nothing is written for a sweep that cannot start"
+
+
+SHIPPED_SWEEPS = sorted((REPO / "configs" / "sweeps").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", SHIPPED_SWEEPS, ids=lambda p: p.name)
+def test_shipped_sweep_files_validate(path, monkeypatch):
+    """Every shipped sweep parses, names a registered stage, and every run's config binds and validates."""
+    from kotune.stages.registry import STAGES
+    from kotune.tools.sweep_file import load_sweep
+
+    text = path.read_text(encoding="utf-8")
+    assert text.startswith("#") and "kotune sweep" in "".join(text.splitlines()[:3])  # its launch command first
+    monkeypatch.chdir(REPO)  # base paths are read from the current directory, as the header says
+    sweep = load_sweep(path, check_paths=False)
+    assert sweep.stage in STAGES and sweep.runs
+    assert len({name for name, _ in sweep.runs}) == len(sweep.runs)

@@ -92,6 +92,14 @@ def lora_config(model_args, default_targets: list[str] | str | None = None):
 def library_problems(model_args) -> list[str]:
     """What BitsAndBytesConfig and LoraConfig refuse in these model args, each naming the kotune key."""
     problems = []
+    if model_args.use_peft:
+        from peft import TaskType
+
+        tasks = [t.value for t in TaskType]
+        if model_args.lora_task_type not in tasks:
+            problems.append(f"lora_task_type: {model_args.lora_task_type!r} is not one of {', '.join(tasks)} "
+                            "(kotune's stages train causal LMs: CAUSAL_LM, the default)")
+            return problems
     for what, build in (("quantization", quantization_config), ("LoRA", lora_config)):
         try:
             build(model_args)

@@ -34,10 +34,16 @@ def packing_mode(resolved: dict, training_args) -> str:
 def collator(tokenizer, mode: str):
     """TRL's language-modeling collator: padded batches with an attention mask, or one padding-free row.
 
-    >>> c = collator(tok, "padding_free")   # doctest: +SKIP
-    >>> c([{"input_ids": [5, 6, 7], "labels": [-100, 6, 7]}, {"input_ids": [8, 9], "labels": [-100, 9]}])
-    {'input_ids': tensor([[5, 6, 7, 8, 9]]), 'labels': tensor([[-100, 6, 7, -100, 9]]),
-     'position_ids': tensor([[0, 1, 2, 0, 1]]), ...}
+    >>> from types import SimpleNamespace
+    >>> two = [{"input_ids": [5, 6, 7], "labels": [-100, 6, 7]}, {"input_ids": [8, 9], "labels": [-100, 9]}]
+    >>> row = collator(SimpleNamespace(pad_token_id=0), "padding_free")(two)
+    >>> row["input_ids"], row["labels"], row["position_ids"]
+    (tensor([[5, 6, 7, 8, 9]]), tensor([[-100,    6,    7, -100,    9]]), tensor([[0, 1, 2, 0, 1]]))
+    >>> padded = collator(SimpleNamespace(pad_token_id=0), "padded")(two)
+    >>> padded["input_ids"], padded["attention_mask"]
+    (tensor([[5, 6, 7],
+            [8, 9, 0]]), tensor([[1, 1, 1],
+            [1, 1, 0]]))
     """
     from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 

@@ -242,7 +242,7 @@ def main(argv: list[str]) -> int:
                         help="wrap each question in the model's chat template (default: plain prompts, as KIT-19)")
     args = parser.parse_args(argv)
 
-    from kotune.stages.common import setup_logging
+    from kotune.logs import setup_logging
 
     setup_logging()
     batch = int(args.batch_size) if args.batch_size.isdigit() else args.batch_size

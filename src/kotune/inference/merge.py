@@ -118,9 +118,9 @@ def _replace(tmp: Path, out: Path) -> None:
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S",
-                        level=logging.WARNING)
-    logging.getLogger("kotune").setLevel(logging.INFO)
+    from kotune.logs import setup_logging
+
+    setup_logging()
     out = merge(args.adapter_dir, args.out, args.dtype, args.overwrite)
     print(f"merged model: {out}")
     return 0

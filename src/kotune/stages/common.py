@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 
 from kotune.config.schema import RunConfig
 from kotune.errors import KotuneError
@@ -13,20 +12,6 @@ from kotune.stages.distributed import start
 from kotune.stages.safety import NonFiniteLossError, check_output_dir, resolve_resume
 
 logger = logging.getLogger("kotune")
-
-
-def setup_logging() -> None:
-    """INFO from kotune on the main process, warnings elsewhere; library loggers keep their own levels."""
-    rank = int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", 0)))
-    logging.basicConfig(
-        format=f"%(asctime)s [rank{rank}] %(levelname)s %(name)s: %(message)s" if rank else
-        "%(asctime)s %(levelname)s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-        stream=sys.stderr,
-        level=logging.WARNING,
-    )
-    logging.getLogger("kotune").setLevel(logging.INFO if rank == 0 else logging.WARNING)
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 def preflight(cfg: RunConfig) -> str | None:

@@ -32,7 +32,8 @@ def dpo_trainer_class():
 
 def main(argv: list[str]) -> int:
     # --- logging --------------------------------------------------------------------------------------------
-    from kotune.stages.common import finish, preflight, setup_logging, train, write_run_files
+    from kotune.logs import setup_logging
+    from kotune.stages.common import finish, preflight, train, write_run_files
 
     setup_logging()
 

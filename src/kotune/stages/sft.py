@@ -17,7 +17,8 @@ logger = logging.getLogger("kotune.sft")
 
 def main(argv: list[str]) -> int:
     # --- logging --------------------------------------------------------------------------------------------
-    from kotune.stages.common import finish, preflight, setup_logging, train, write_run_files
+    from kotune.logs import setup_logging
+    from kotune.stages.common import finish, preflight, train, write_run_files
 
     setup_logging()
 
