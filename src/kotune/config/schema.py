@@ -118,7 +118,7 @@ RANGES: dict[str, tuple[Any, Any, str]] = {
     "learning_rate": (0, None, "the optimizer's step size"),
     "lora_r": ([1], None, "the LoRA rank"),
     "lora_alpha": (0, None, "LoRA's scale is alpha/r; alpha≈2r is common"),
-    "lora_dropout": ([0], 1, "a probability of dropping, below 1"),
+    "lora_dropout": ([0], 1, "a probability"),
     "max_length": ([8], None, "tokens per example"),
     "per_device_train_batch_size": ([1], None, "examples per device and step"),
     "per_device_eval_batch_size": ([1], None, "examples per device and eval step"),

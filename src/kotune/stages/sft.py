@@ -18,14 +18,15 @@ logger = logging.getLogger("kotune.sft")
 def main(argv: list[str]) -> int:
     # --- logging --------------------------------------------------------------------------------------------
     from kotune.logs import setup_logging
-    from kotune.stages.common import finish, preflight, train, write_run_files
 
     setup_logging()
 
     # --- config ---------------------------------------------------------------------------------------------
-    from kotune.config import load_config
+    from kotune.config.loading import load_config
 
-    cfg = load_config(argv, stage="sft")
+    cfg = load_config(argv, stage="sft")  # a user mistake is reported here, before torch and TRL load
+    from kotune.stages.common import finish, preflight, train, write_run_files
+
     resume = preflight(cfg)  # also starts DeepSpeed's process group when the config names one
     args, model_args = cfg.training, cfg.model
 
