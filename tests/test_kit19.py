@@ -141,7 +141,12 @@ def test_all_20_slots_train_and_the_report_shows_every_task(tiny_bases, tmp_path
     assert proc.returncode == 0, proc.stderr[-3000:]
     for task in SLOTS:
         assert f"kit19/{task}" in proc.stdout
+    labelled = [t for t in SLOTS if load_task(t).label_field]
+    assert proc.stdout.count("answers: ") == len(labelled)  # the label mix of every labelled source
+    assert "answers: " in proc.stdout.split("kit19/hatescore", 1)[1].splitlines()[1]
     written = json.loads((tmp_path / "report" / "data_report.json").read_text())
+    answers = written["per_source"][str(SAMPLES / "hatescore.jsonl")]["answers"]
+    assert set(answers) <= set(load_task("hatescore").label_values.values()) and sum(answers.values()) == 6
     assert written["useful_token_fraction"]["padding_free"] == 1.0 and written["tokens_per_hangul_syllable"] > 0
     assert (tmp_path / "report" / "lengths.png").is_file()
 

@@ -84,7 +84,7 @@ def lora_config(model_args, default_targets: list[str] | str | None = None):
     """TRL's LoraConfig for the model args; `default_targets` (the architecture's) only when the user set none."""
     from trl import get_peft_config
 
-    if model_args.lora_target_modules is None and default_targets is not None:
+    if not model_args.lora_target_modules and default_targets is not None:
         model_args = dataclasses.replace(model_args, lora_target_modules=default_targets)
     return get_peft_config(model_args)
 
@@ -92,14 +92,10 @@ def lora_config(model_args, default_targets: list[str] | str | None = None):
 def library_problems(model_args) -> list[str]:
     """What BitsAndBytesConfig and LoraConfig refuse in these model args, each naming the kotune key."""
     problems = []
-    if model_args.use_peft:
-        from peft import TaskType
-
-        tasks = [t.value for t in TaskType]
-        if model_args.lora_task_type not in tasks:
-            problems.append(f"lora_task_type: {model_args.lora_task_type!r} is not one of {', '.join(tasks)} "
-                            "(kotune's stages train causal LMs: CAUSAL_LM, the default)")
-            return problems
+    if model_args.use_peft and model_args.lora_task_type != "CAUSAL_LM":
+        problems.append(f"lora_task_type: {model_args.lora_task_type!r} does not fit kotune's stages, which train "
+                        "causal LMs (AutoModelForCausalLM): use CAUSAL_LM, the default")
+        return problems
     for what, build in (("quantization", quantization_config), ("LoRA", lora_config)):
         try:
             build(model_args)

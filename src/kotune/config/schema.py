@@ -16,7 +16,11 @@ class DatasetSource:
 
     id: str = field(metadata={"help": "A local file (json/jsonl/csv/parquet) or a Hub dataset id."})
     format: str = field(metadata={"help": "instruction | chat | preference | kit19/<task name>."})
-    split: str = field(default="train", metadata={"help": "Split to read."})
+    split: str | None = field(
+        default=None,
+        metadata={"help": "Split of a Hub dataset to read (default train; for kit19/* the registry's own split of its "
+                          "Hub copy, e.g. APEACH's test)."},
+    )
     columns: dict[str, str] = field(
         default_factory=dict,
         metadata={"help": "Map from kotune's field name to your column name, e.g. {output: answer}."},

@@ -150,6 +150,8 @@ def check_config(raw: dict[str, Any], stage: str = "sft", check_paths: bool = Tr
             problems.append(f"{key}: unknown key{suggest(key, valid)}")
 
     user = {k: v for k, v in raw.items() if k in valid}
+    if user.get("deepspeed") is False:  # `--deepspeed=false` turns off a base config's DeepSpeed
+        user["deepspeed"] = None
     if isinstance(user.get("resume_from_checkpoint"), bool):  # `true` = the last complete checkpoint in output_dir
         user["resume_from_checkpoint"] = "true" if user["resume_from_checkpoint"] else None
     applied = {}
@@ -178,8 +180,9 @@ def build_config(raw: dict[str, Any], stage: str = "sft", source: str = "config"
     """Check `raw` for `stage`, then build TRL's objects; every problem is raised in one ConfigError.
 
     `check_paths=False` validates a recipe on a machine that lacks its local model dir (tests of shipped YAML).
-    The training config is built without `deepspeed`: building it with one starts distributed state, which
-    belongs to the start of a run (`kotune.stages.distributed.start`), not to reading a config.
+    The training config is built without `deepspeed`: DeepSpeed's process group belongs to the start of a run
+    (`kotune.stages.distributed.start` rebuilds it then). Under a multi-process launcher, TrainingArguments still
+    reads the launcher's environment when it is built (accelerate's PartialState), as it always did.
     """
     kotune, mixture, model, training, applied, problems = check_config(raw, stage, check_paths)
     if problems:

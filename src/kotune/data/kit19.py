@@ -26,11 +26,27 @@ DEFAULT_CAP = 5000  # KIT-19 takes about 5,000 examples per task
 class Task:
     name: str
     category: str
-    source: dict
+    source: dict  # note, licence, and the routes: `hub` (its Hub copy) and `files` (raw files people download)
     fields: tuple[str, ...]
     label_field: str | None
     label_values: dict
     templates: tuple  # compiled (instruction, input, output) Jinja templates
+
+    @property
+    def hub(self) -> dict:
+        """How to read the Hub copy: {id, subset, split, split_names, wrong_splits, script_only, labels, ...}."""
+        return self.source.get("hub") or {}
+
+    @property
+    def files(self) -> list[dict]:
+        """The raw public files: [{match, get, format, header, quoting, columns, labels, types, builder}]."""
+        return list(self.source.get("files") or [])
+
+    def answer(self, row: dict) -> str | None:
+        """The label text a row of a labelled task answers with (for the label report), else None."""
+        if self.label_field is None:
+            return None
+        return self.label_values.get(row.get(self.label_field))
 
     def check(self, row: dict) -> str | None:
         """Why this raw row cannot be used, or None."""
@@ -42,7 +58,7 @@ class Task:
                 return f"empty {name}"
             if isinstance(value, str) and "\ufffd" in value:
                 return f"{name} has undecodable bytes"
-        if self.label_field is not None and _label_key(row[self.label_field], self.label_values) is None:
+        if self.label_field is not None and label_key(row[self.label_field], self.label_values) is None:
             return f"{self.label_field} value {row[self.label_field]!r} is not one of {list(self.label_values)}"
         return None
 
@@ -50,16 +66,28 @@ class Task:
         """(instruction, input, output) of template `index` for a row that passed `check`."""
         variables = dict(row)
         if self.label_field is not None:
-            variables["label_text"] = self.label_values[_label_key(row[self.label_field], self.label_values)]
+            variables["label_text"] = self.label_values[label_key(row[self.label_field], self.label_values)]
         instruction, input_text, output = self.templates[index % len(self.templates)]
         return instruction.render(**variables), input_text.render(**variables), output.render(**variables)
 
 
-def _label_key(value, values: dict):
-    if value in values:
+def label_form(value) -> str:
+    """A label value as compared across sources: booleans, ints and strings of any case meet (TRUE = True = true,
+    1 = "1" = 1.0)."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return str(value).strip().casefold()
+
+
+def label_key(value, values: dict):
+    """The registry's label key for a value, or None when it matches none (never guessed)."""
+    if value in values and not isinstance(value, bool):
         return value
-    for key in values:  # YAML keys are ints where the source's labels are ints; CSV may give "1"
-        if str(key) == str(value):
+    form = label_form(value)
+    for key in values:  # YAML keys are ints where the source's labels are ints; CSV gives "1"
+        if label_form(key) == form:
             return key
     return None
 

@@ -104,6 +104,8 @@ def format_report(report: dict) -> str:
     for sid, s in report["per_source"].items():
         dropped = ", ".join(f"{k}: {v}" for k, v in s["dropped"].items()) or "-"
         lines.append(f"{sid[-48:]:48s} {s['format']:22s} {s['available']:7d} {s['used']:7d}  {dropped}")
+        if s.get("answers"):  # the label mix a labelled KIT-19 task trains on
+            lines.append(f"{'':48s}   answers: " + ", ".join(f"{k} {v}" for k, v in s["answers"].items()))
     t = report["tokens"]
     lines += [
         f"examples: {report['examples']}  (epoch variants: {report['epoch_variants']})",

@@ -7,6 +7,7 @@ rows have one form, repeated in every variant.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from typing import Callable
 
 from datasets import Dataset
@@ -89,6 +90,7 @@ def build_sft_variants(mixture: DatasetMixture, tokenizer, max_length: int | Non
     report = {}
     for rows, picks in drawn:
         used = truncated = 0
+        answers: Counter = Counter()
         for pick, (variants, reason, cut) in zip(picks, _encode_source(rows, picks, tokenizer, max_length,
                                                                        overlong, n_variants)):
             if reason:
@@ -97,7 +99,10 @@ def build_sft_variants(mixture: DatasetMixture, tokenizer, max_length: int | Non
             examples.append(variants)
             used += 1
             truncated += cut
-        report[rows.source.id] = source_report(rows, used, truncated=truncated)
+            answers[rows.answer_of(rows.records[pick.index])] += 1
+        answers.pop(None, None)
+        extra = {"answers": dict(answers.most_common())} if answers else {}
+        report[rows.source.id] = source_report(rows, used, truncated=truncated, **extra)
     order = shuffled(len(examples), report, rng)
     datasets = [Dataset.from_dict({"input_ids": [examples[i][v][0] for i in order],
                                    "labels": [examples[i][v][1] for i in order]})

@@ -37,14 +37,15 @@ class SourceRows:
     to_messages: Callable = field(default=lambda record, key, epoch: record)
     templated: bool = False
     requested: int = 0  # rows the mixture drew from this source (its weight's share)
+    answer_of: Callable = field(default=lambda record: None)  # a labelled task's answer, for the label report
 
 
-def read_rows(source: DatasetSource, subset: str | None = None, limit: int | None = None):
-    """The raw rows as a list of dicts. Local files by extension; anything else is a Hub id.
+def read_rows(source: DatasetSource, subset: str | None = None, split: str | None = None, limit: int | None = None):
+    """The rows as a list of dicts, through `datasets`: a .json/.jsonl/.csv/.parquet file, or a Hub id.
 
     With `streaming: true` only the first `limit` rows are read (a large Hub dataset is never downloaded whole).
     """
-    table = _open(source, subset)
+    table = _open(source, subset, split or source.split or "train")
     if source.streaming:
         rows = []
         for row in table:
@@ -55,7 +56,7 @@ def read_rows(source: DatasetSource, subset: str | None = None, limit: int | Non
     return table.to_list(), table.column_names
 
 
-def _open(source: DatasetSource, subset: str | None):
+def _open(source: DatasetSource, subset: str | None, split: str):
     import datasets
 
     path = Path(source.id).expanduser()
@@ -64,13 +65,14 @@ def _open(source: DatasetSource, subset: str | None):
         if not path.is_file():
             raise KotuneError(f"dataset '{source.id}': file not found")
         if builder is None:
-            raise KotuneError(f"dataset '{source.id}': unknown file type; use .json, .jsonl, .csv or .parquet")
+            raise KotuneError(f"dataset '{source.id}': unknown file type; use .json, .jsonl, .csv or .parquet "
+                              "(raw files of the KIT-19 sources are read as they are with format: kit19/<task>)")
         try:
             return datasets.load_dataset(builder, data_files=str(path), split="train", streaming=source.streaming)
         except Exception as err:  # datasets wraps parse errors in many types
             raise KotuneError(f"dataset '{source.id}': cannot be read as {builder}: {_first_line(err)}") from None
     try:
-        return datasets.load_dataset(source.id, subset, split=source.split, streaming=source.streaming)
+        return datasets.load_dataset(source.id, subset, split=split, streaming=source.streaming)
     except Exception as err:
         raise KotuneError(f"dataset '{source.id}': not a local file and not loadable from the Hub "
                           f"({_first_line(err)})") from None
@@ -86,30 +88,31 @@ def load_source(source: DatasetSource, strict: bool = False, seed: int = 42) -> 
     task = None
     if source.format.startswith("kit19/"):
         from kotune.data.kit19 import DEFAULT_CAP, load_task
+        from kotune.data.kit19_routes import read_task_rows
 
         task = load_task(source.format.split("/", 1)[1])
-        subset = task.source.get("subset") if source.id == task.source.get("hub_id") else None
-        table, columns = read_rows(source, subset, limit=source.max_samples or DEFAULT_CAP)
-    elif source.format in CONVERTERS:
-        table, columns = read_rows(source, limit=source.max_samples)
-    else:
-        raise KotuneError(f"dataset '{source.id}': format '{source.format}' is not supported by this stage")
-    rename = {theirs: ours for ours, theirs in source.columns.items()}
-    missing = [theirs for theirs in rename if theirs not in columns]
-    if missing:
-        raise KotuneError(f"dataset '{source.id}': columns {missing} (from 'columns') not found; "
-                          f"the file has {columns}")
-    result = SourceRows(source=source, records=[], available=len(table))
-    if task is not None:
-        absent = [f for f in task.fields if f not in columns and f not in rename.values()]
+        table, columns, _ = read_task_rows(source, task, read_rows, limit=source.max_samples or DEFAULT_CAP)
+        absent = [f for f in task.fields if f not in columns]
         if absent:
             raise KotuneError(f"dataset '{source.id}': KIT-19 task '{task.name}' needs columns {absent}; the file "
                               f"has {columns} (map yours with columns: {{{absent[0]}: your_column}})")
+    elif source.format in CONVERTERS:
+        table, columns = read_rows(source, limit=source.max_samples)
+        rename = {theirs: ours for ours, theirs in source.columns.items()}
+        missing = [theirs for theirs in rename if theirs not in columns]
+        if missing:
+            raise KotuneError(f"dataset '{source.id}': columns {missing} (from 'columns') not found; "
+                              f"the file has {columns}")
+        if rename:
+            table = [{rename.get(k, k): v for k, v in row.items()} for row in table]
+    else:
+        raise KotuneError(f"dataset '{source.id}': format '{source.format}' is not supported by this stage")
+    result = SourceRows(source=source, records=[], available=len(table))
+    if task is not None:
         result.templated = True
         result.to_messages = _kit19_renderer(task, seed)
+        result.answer_of = task.answer
     for index, row in enumerate(table):
-        if rename:
-            row = {rename.get(k, k): v for k, v in row.items()}
         if task is not None:
             record, reason = row, task.check(row)
         else:

@@ -10,7 +10,7 @@ from typing import Any
 from kotune.errors import KotuneError
 from kotune.eval.tasks import TASKS_DIR, local_task_dir
 
-logger = logging.getLogger("kotune.evaluate")
+logger = logging.getLogger("kotune.eval")
 
 
 # --- what to run ---------------------------------------------------------------------------------------------

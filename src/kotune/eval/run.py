@@ -21,7 +21,7 @@ the dataset for `json` over those files, so prompts and metrics stay lm-eval's.
 
 Python API (sweeps call this; it raises KotuneError for user mistakes)::
 
-    from kotune.eval import evaluate_run
+    from kotune.eval.run import evaluate_run
     scores = evaluate_run("runs/a", tasks=["kobest_copa", "klue_sts"], num_fewshot=0, limit=None,
                           out_dir=None, data_dir=None, baseline=None)
     # {"kobest_copa": {"acc": 0.83, "macro_f1": 0.83}, "klue_sts": {"acc": 0.61, "macro_f1": 0.58}}
@@ -41,7 +41,7 @@ from kotune.eval.harness import check_fewshot_pools, evaluate_model, load_tasks,
 from kotune.eval.tables import eval_record, markdown_table, scores_of, shot_key, shots_table
 from kotune.eval.tasks import KIT19_TASKS, TASKS, resolve_tasks
 
-logger = logging.getLogger("kotune.evaluate")
+logger = logging.getLogger("kotune.eval")
 
 
 def evaluate_run(run_dir: str | Path, tasks: str | list[str] | None = None, num_fewshot: int | list[int] = 0,

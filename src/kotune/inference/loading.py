@@ -62,7 +62,7 @@ def saved_dtype(model_dir: str | Path) -> torch.dtype:
 def adapter_chain(run_dir: str | Path, base: str | Path | None = None) -> list[Path | str]:
     """[raw base, innermost adapter, ..., run_dir]: follows base_model_name_or_path while it names an adapter dir.
     `base` replaces the raw base (it moved since training)."""
-    from kotune.models.loading import adapter_base
+    from kotune.models.adapter_dirs import adapter_base
 
     chain: list[Path | str] = [Path(run_dir)]
     while True:

@@ -6,7 +6,6 @@ quantization and adapters have their own modules.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from pathlib import Path
@@ -39,17 +38,6 @@ def load_model_config(name: str, trust_remote_code: bool = False, revision: str 
         return AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code, revision=revision)
     except (OSError, ValueError) as err:
         raise hub_error(name, err) from None
-
-
-def adapter_base(path: str | Path) -> str | None:
-    """The base model of an adapter dir, or None when `path` is not an adapter dir."""
-    config = Path(path) / "adapter_config.json"
-    if not config.is_file():
-        return None
-    base = json.loads(config.read_text()).get("base_model_name_or_path")
-    if not base:
-        raise KotuneError(f"'{config}' names no base_model_name_or_path; point model_name_or_path at a merged model")
-    return base
 
 
 def load_tokenizer(name: str, trust_remote_code: bool = False, revision: str = "main"):

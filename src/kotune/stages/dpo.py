@@ -46,7 +46,8 @@ def main(argv: list[str]) -> int:
     args, model_args = cfg.training, cfg.model
 
     # --- tokenizer and prompt format (an SFT output dir brings its own chat template) -------------------------
-    from kotune.models.loading import adapter_base, load_model_config, load_tokenizer
+    from kotune.models.adapter_dirs import adapter_base
+    from kotune.models.loading import load_model_config, load_tokenizer
     from kotune.data.prompt_formats import install_template, resolve_format
 
     path = model_args.model_name_or_path

@@ -12,7 +12,8 @@ from __future__ import annotations
 import copy
 import logging
 
-from kotune.models.loading import adapter_base, load_base
+from kotune.models.adapter_dirs import adapter_base
+from kotune.models.loading import load_base
 from kotune.models.lora import attach_lora, prepare_for_adapters
 
 logger = logging.getLogger(__name__)

@@ -44,12 +44,8 @@ def register(stage: Stage) -> Stage:
 
 
 def get_stage(name: str) -> Stage:
-    """The stage called `name`; a KeyError-free lookup is the caller's job (see `stage_names`)."""
+    """The stage called `name` (callers check user input against STAGES first)."""
     return STAGES[name]
-
-
-def stage_names() -> list[str]:
-    return list(STAGES)
 
 
 def stages_with(attribute: str) -> list[str]:

@@ -15,10 +15,10 @@ from pathlib import Path
 
 from kotune.config.deepspeed_file import read_deepspeed_config
 from kotune.config.loading import read_config
-from kotune.config.validation import build_config, check_config
+from kotune.config.validation import build_config, check_config, field_groups
 from kotune.errors import KotuneError
 from kotune.models.architectures import offline_config_dir, spec_for
-from kotune.models.loading import adapter_base
+from kotune.models.adapter_dirs import adapter_base
 from kotune.stages.registry import STAGES, get_stage
 
 GiB = 1024**3
@@ -181,8 +181,15 @@ def main(argv: list[str]) -> int:
 
 
 def infer_stage(raw: dict) -> str:
-    """The registered stage this config fits best (fewest problems; a `beta` or `max_prompt_length` means DPO)."""
-    return min(STAGES, key=lambda name: len(check_config(raw, name, check_paths=False)[-1]))
+    """The registered stage this config fits best: fewest problems, then the most keys only that stage reads
+    (`beta` or `max_prompt_length` mean DPO)."""
+    groups = {name: set().union(*field_groups(name).values()) | set(get_stage(name).kotune_keys) for name in STAGES}
+
+    def own_keys(name: str) -> int:
+        others = set().union(*(g for n, g in groups.items() if n != name)) - set(get_stage(name).kotune_keys)
+        return sum(1 for key in raw if key in groups[name] and key not in others)
+
+    return min(STAGES, key=lambda name: (len(check_config(raw, name, check_paths=False)[-1]), -own_keys(name)))
 
 
 def run_plan(argv: list[str], gpus: int = 1, gpu_mem: str | None = None, stage: str | None = None) -> int:

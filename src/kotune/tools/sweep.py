@@ -26,7 +26,6 @@ from typing import Any
 from kotune.errors import KotuneError
 from kotune.eval.run import evaluate_run
 from kotune.stages.registry import get_stage
-from kotune.stages.safety import complete_checkpoints
 from kotune.tools.sweep_file import Sweep, load_sweep
 from kotune.tools.sweep_report import cli_value, summarize, write_summary
 
@@ -88,6 +87,8 @@ def is_finished(run_dir: Path) -> bool:
 
 
 def _restart_mode(run_dir: Path) -> str | None:
+    from kotune.stages.safety import complete_checkpoints  # imports transformers: only when a sweep runs
+
     if not run_dir.exists() or not any(run_dir.iterdir()):
         return None
     return "resume" if complete_checkpoints(run_dir) else "overwrite"
@@ -194,7 +195,8 @@ def _train_one(sweep, record: RunRecord, run_dir: Path, overrides, forward, tag:
     with open(log, "a", encoding="utf-8") as out:
         out.write(f"$ {' '.join(cmd)}\n")
         out.flush()
-        forward.child = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+        env = {**os.environ, "KOTUNE_PYTHON": os.environ.get("KOTUNE_PYTHON", sys.executable)}  # launch.sh's python
+        forward.child = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
         code = forward.child.wait()
         forward.child = None
     record.wall_time_s = round(time.time() - start, 1)
