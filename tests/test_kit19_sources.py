@@ -167,3 +167,15 @@ def test_an_unknown_raw_file_names_the_files_the_task_reads(tmp_path):
     with pytest.raises(KotuneError) as err:
         load_source(DatasetSource(id=str(path), format="kit19/nsmc"))
     assert "ratings*.txt" in str(err.value) and "document" in str(err.value)
+
+
+@pytest.mark.parametrize("task,answers", [
+    ("nsmc", ["긍정", "부정", "긍정", "부정"]),
+    ("kornli", ["함의", "중립", "모순"]),  # gold_label strings
+    ("kobest_wic", ["같은 의미", "다른 의미", "같은 의미", "다른 의미"]),  # True / FALSE / TRUE / False
+    ("question_pair", ["같은 질문", "다른 질문"]),  # is_duplicate 0 means the same question here
+    ("apeach", ["일반 댓글", "혐오 표현", "일반 댓글"]),  # Default / Spoiled
+])
+def test_raw_labels_give_the_documented_answers(task, answers):
+    path = ROUTES[task][0]
+    assert [load_task(task).answer(r) for r in load(task, path).records] == answers
