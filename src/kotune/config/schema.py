@@ -15,7 +15,7 @@ class DatasetSource:
     """One source of a mixture. Only `id` and `format` are required."""
 
     id: str = field(metadata={"help": "A local file (json/jsonl/csv/parquet) or a Hub dataset id."})
-    format: str = field(metadata={"help": "instruction | chat | preference | kit19/<task name>."})
+    format: str = field(metadata={"help": "instruction | chat | sharegpt | preference | kit19/<task name>."})
     split: str | None = field(
         default=None,
         metadata={"help": "Split of a Hub dataset to read (default train; for kit19/* the registry's own split of its "
@@ -63,6 +63,11 @@ class KotuneArguments:
         metadata={"help": "Rows longer than max_length: drop them (counted) or cut the answer (EOS is then lost)."},
     )
     strict: bool = field(default=False, metadata={"help": "Raise on the first bad data row instead of skipping it."})
+    train_on_turns: Literal["all", "last"] = field(
+        default="all",
+        metadata={"help": "SFT on chat data: learn every assistant turn (all) or only the last one (last); earlier "
+                          "turns are then context."},
+    )
     max_prompt_length: int | None = field(
         default=None,
         metadata={"help": "DPO: drop (and count) rows whose prompt is longer than this many tokens."},

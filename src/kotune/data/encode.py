@@ -28,10 +28,12 @@ def _token_ids(tokenizer, texts: list[str]) -> list[list[int]]:
     return tokenizer(texts, add_special_tokens=False)["input_ids"]
 
 
-def _segments(tokenizer, messages: list[dict]) -> list[tuple[str, bool]]:
-    """The conversation as (text, trained) pieces: the prompt up to each assistant turn, then that turn."""
+def _segments(tokenizer, messages: list[dict], last_turn_only: bool = False) -> list[tuple[str, bool]]:
+    """The conversation as (text, trained) pieces: the prompt up to each assistant turn, then that turn. A turn
+    marked `train: False` (or, with `last_turn_only`, every assistant turn but the last) is context."""
     pieces: list[tuple[str, bool]] = []
     rendered = ""
+    last = max(i for i, m in enumerate(messages) if m["role"] == "assistant") if last_turn_only else None
     for i, message in enumerate(messages):
         if message["role"] != "assistant":
             continue
@@ -41,19 +43,21 @@ def _segments(tokenizer, messages: list[dict]) -> list[tuple[str, bool]]:
             raise ValueError("chat template is not prefix-stable; kotune cannot mask it turn by turn")
         if len(before) > len(rendered):
             pieces.append((before[len(rendered):], False))
-        pieces.append((upto[len(before):], True))
+        pieces.append((upto[len(before):], message.get("train", True) and last in (None, i)))
         rendered = upto
     return pieces
 
 
-def encode_conversations(tokenizer, conversations: list[list[dict]]) -> list[tuple[list[int], list[int]]]:
-    """(input_ids, labels) per conversation; only assistant turns (and their EOS) carry labels.
+def encode_conversations(tokenizer, conversations: list[list[dict]], last_turn_only: bool = False,
+                         ) -> list[tuple[list[int], list[int]]]:
+    """(input_ids, labels) per conversation; only assistant turns (and their EOS) carry labels: every one, or with
+    `last_turn_only` the last.
 
     The prompt part up to each assistant turn and that turn's text are tokenized apart and concatenated, so every
     prompt prefix equals what inference sends. All pieces go to the tokenizer in one batch (fast tokenizers then
     use every core).
     """
-    segmented = [_segments(tokenizer, m) for m in conversations]
+    segmented = [_segments(tokenizer, m, last_turn_only) for m in conversations]
     texts = [text for pieces in segmented for text, _ in pieces]
     ids_flat = _token_ids(tokenizer, texts) if texts else []
     out, k = [], 0

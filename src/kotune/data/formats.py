@@ -9,6 +9,9 @@ from __future__ import annotations
 from kotune.data.prompt_formats import join_instruction
 
 ROLES = {"system", "user", "assistant"}
+ROLE_NAMES = {r: r for r in ROLES}
+SHAREGPT_ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
+                  "chatgpt": "assistant", "bing": "assistant", "bard": "assistant"}
 
 
 def _text(row: dict, key: str, required: bool) -> tuple[str | None, str | None]:
@@ -43,18 +46,38 @@ def instruction_to_messages(row: dict) -> tuple[list[dict] | None, str | None]:
 
 
 def chat_to_messages(row: dict) -> tuple[list[dict] | None, str | None]:
-    """`{messages: [{role, content}, ...]}`, with at least one assistant turn to learn from."""
-    messages = row.get("messages")
-    if not isinstance(messages, list) or not messages:
+    """`{messages: [{role, content}, ...]}` (OpenAI's fine-tuning rows too: content as a list of text parts, and
+    `weight: 0` on an assistant turn that is context, not trained), with at least one assistant turn to learn from.
+    """
+    return _conversation(row.get("messages"), "role", "content", ROLE_NAMES)
+
+
+def sharegpt_to_messages(row: dict) -> tuple[list[dict] | None, str | None]:
+    """ShareGPT rows: `{conversations: [{from: system|human|gpt, value}, ...]}`."""
+    return _conversation(row.get("conversations"), "from", "value", SHAREGPT_ROLES)
+
+
+def _conversation(turns, role_key: str, text_key: str, roles: dict) -> tuple[list[dict] | None, str | None]:
+    if not isinstance(turns, list) or not turns:
         return None, "missing messages"
     out = []
-    for m in messages:
-        if not isinstance(m, dict) or m.get("role") not in ROLES:
+    for m in turns:
+        role = roles.get(m.get(role_key)) if isinstance(m, dict) else None
+        if role is None:
             return None, "message without a valid role"
-        content, bad = _text(m, "content", True)
+        content = m.get(text_key)
+        if isinstance(content, list):  # OpenAI content parts: [{type: text, text: ...}]
+            parts = [p.get("text") for p in content if isinstance(p, dict) and p.get("type") == "text"]
+            content = "".join(p for p in parts if isinstance(p, str)) if len(parts) == len(content) else None
+            if content is None:
+                return None, "message content has non-text parts"
+        content, bad = _text({"content": content}, "content", True)
         if bad:
             return None, f"message {bad}"
-        out.append({"role": m["role"], "content": content})
+        message = {"role": role, "content": content}
+        if role == "assistant" and m.get("weight") in (0, False):
+            message["train"] = False  # shown as context, not learned (OpenAI's weight: 0)
+        out.append(message)
     if not any(m["role"] == "assistant" for m in out):
         return None, "no assistant turn"
     return out, None
@@ -103,6 +126,7 @@ def preference_to_record(row: dict) -> tuple[dict | None, str | None]:
 
 
 # name -> converter; a stage says which names it reads (kotune.stages.registry).
-CONVERTERS = {"instruction": instruction_to_messages, "chat": chat_to_messages, "preference": preference_to_record}
+CONVERTERS = {"instruction": instruction_to_messages, "chat": chat_to_messages, "sharegpt": sharegpt_to_messages,
+              "preference": preference_to_record}
 
 FORMAT_NAMES = tuple(CONVERTERS)

@@ -16,13 +16,15 @@ def prepare_sft_data(cfg, tokenizer):
     args, kot = cfg.training, cfg.kotune
     settings = {
         "max_length": args.max_length, "overlong": kot.overlong, "strict": kot.strict,
+        "train_on_turns": kot.train_on_turns,
         "epochs": [args.num_train_epochs, args.max_steps, args.per_device_train_batch_size,
                    args.gradient_accumulation_steps, args.world_size],
     }
 
     def build():
         return build_sft_variants(kot.dataset_mixture, tokenizer, args.max_length, overlong=kot.overlong,
-                                  strict=kot.strict, variants_for=lambda n: epochs_needed(n, args))
+                                  strict=kot.strict, variants_for=lambda n: epochs_needed(n, args),
+                                  last_turn_only=kot.train_on_turns == "last")
 
     with args.main_process_first(desc="preparing data"):
         variants, report, hit = cached_build(build, kot.dataset_mixture, tokenizer, settings, enabled=kot.data_cache)

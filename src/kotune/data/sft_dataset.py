@@ -28,7 +28,7 @@ def _render(rows: SourceRows, record, key: str, epoch: int):
 
 
 def _encode_source(rows: SourceRows, picks: list[Pick], tokenizer, max_length: int | None,
-                   overlong: str, n_variants: int, tries: int = 8):
+                   overlong: str, n_variants: int, tries: int = 8, last_turn_only: bool = False):
     """Per pick: ([(ids, labels)] * variants, reason, truncated). Batched: one tokenizer call per attempt.
 
     A KIT-19 example whose drawn template makes it longer than max_length tries other templates before it is
@@ -54,7 +54,7 @@ def _encode_source(rows: SourceRows, picks: list[Pick], tokenizer, max_length: i
                 batch.append(messages)
                 owners.append(i)
             still_long = []
-            for i, (ids, labels) in zip(owners, encode_conversations(tokenizer, batch)):
+            for i, (ids, labels) in zip(owners, encode_conversations(tokenizer, batch, last_turn_only)):
                 if max_length is None or len(ids) <= max_length:
                     results[i][epoch] = (ids, labels)
                 elif overlong == "truncate":
@@ -80,7 +80,7 @@ def _encode_source(rows: SourceRows, picks: list[Pick], tokenizer, max_length: i
 
 def build_sft_variants(mixture: DatasetMixture, tokenizer, max_length: int | None, overlong: str = "drop",
                        strict: bool = False, variants_for: Callable[[int], int] = lambda n: 1,
-                       ) -> tuple[list[Dataset], dict]:
+                       last_turn_only: bool = False) -> tuple[list[Dataset], dict]:
     """(one tokenized dataset per epoch variant, report per source). All variants hold the same examples in the
     same order; only KIT-19 phrasings differ between them."""
     rng, drawn = draw(mixture, strict)
@@ -92,7 +92,8 @@ def build_sft_variants(mixture: DatasetMixture, tokenizer, max_length: int | Non
         used = truncated = 0
         answers: Counter = Counter()
         for pick, (variants, reason, cut) in zip(picks, _encode_source(rows, picks, tokenizer, max_length,
-                                                                       overlong, n_variants)):
+                                                                       overlong, n_variants,
+                                                                       last_turn_only=last_turn_only)):
             if reason:
                 drop(rows, pick.index, reason, strict, "fix the row, raise max_length")
                 continue

@@ -58,7 +58,7 @@ register(Stage(
     summary="supervised fine-tuning: kotune sft CONFIG.yaml [--key=value ...]",
     training_config="trl:SFTConfig",
     runner="kotune.stages.sft:main",
-    data_formats=("instruction", "chat", "kit19/"),
+    data_formats=("instruction", "chat", "sharegpt", "kit19/"),
     evaluates_after=True,
 ))
 register(Stage(
