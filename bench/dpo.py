@@ -43,7 +43,7 @@ def run(base: Path, work: Path, name: str, steps: int, **settings) -> dict:
     import torch
 
     from kotune.config import build_config
-    from kotune.data.preference import build_preference_dataset
+    from kotune.data.preference import build_preference_data
     from kotune.stages.dpo import dpo_trainer_class
     from kotune.stages.dpo_reference import load_policy_and_reference
     from kotune.models.loading import load_tokenizer
@@ -59,7 +59,7 @@ def run(base: Path, work: Path, name: str, steps: int, **settings) -> dict:
     cfg = build_config(raw, stage="dpo")
     tok = load_tokenizer(str(base))
     install_template(tok, "koquality")
-    data, _ = build_preference_dataset(cfg.kotune.dataset_mixture, tok, 256, 128)
+    data, _, _ = build_preference_data(cfg.kotune.dataset_mixture, tok, 256, 128)
     torch.manual_seed(0)
     model, ref = load_policy_and_reference(cfg.model, cfg.training, tok)
     t0 = time.perf_counter()

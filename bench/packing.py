@@ -128,11 +128,11 @@ def main() -> int:
     install_template(tok, "koquality")
 
     t0 = time.perf_counter()
-    variants, report, hit = prepare_sft_data(cfg, tok)
+    variants, _, report, hit = prepare_sft_data(cfg, tok)
     cold = time.perf_counter() - t0
     assert not hit
     t0 = time.perf_counter()
-    variants2, _, hit2 = prepare_sft_data(cfg, tok)
+    variants2, _, _, hit2 = prepare_sft_data(cfg, tok)
     warm = time.perf_counter() - t0
     assert hit2 and len(variants2[0]) == len(variants[0])
     dataset = variants[0]

@@ -5,12 +5,18 @@ from __future__ import annotations
 import torch
 
 from kotune.data.encode import encode_conversations
-from kotune.data.sft_dataset import build_sft_variants
+from kotune.data.sft_dataset import build_sft_data
 
 
 def encode_conversation(tokenizer, messages: list[dict]) -> tuple[list[int], list[int]]:
     """(input_ids, labels) for one conversation."""
     return encode_conversations(tokenizer, [messages])[0]
+
+
+def build_sft_variants(mixture, tokenizer, max_length, overlong: str = "drop", strict: bool = False, **kw):
+    """The epoch variants and the report, for a mixture without an eval split."""
+    datasets, _, report = build_sft_data(mixture, tokenizer, max_length, overlong, strict, **kw)
+    return datasets, report
 
 
 def build_sft_dataset(mixture, tokenizer, max_length, overlong: str = "drop", strict: bool = False):

@@ -30,7 +30,7 @@ def tok(request, tiny_bases):
 def encode_rows(tmp_path, tok, rows, fmt, last_turn_only=False):
     path = tmp_path / f"{fmt}.jsonl"
     path.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n", encoding="utf-8")
-    from kotune.data.sft_dataset import build_sft_variants
+    from helpers import build_sft_variants
 
     (ds,), report = build_sft_variants(DatasetMixture(datasets=[DatasetSource(id=str(path), format=fmt)]), tok, 512,
                                        last_turn_only=last_turn_only)

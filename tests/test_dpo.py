@@ -145,13 +145,13 @@ def test_dpo_output_is_a_reloadable_adapter_without_the_reference(experiment):
 def test_prompt_ids_match_sft_inference(experiment):
     """DPO trains on exactly the prompt ids SFT inference sends."""
     from kotune.config import DatasetMixture, DatasetSource
-    from kotune.data.preference import build_preference_dataset
+    from kotune.data.preference import build_preference_data
     from kotune.models.loading import load_tokenizer
     from kotune.data.prompt_formats import prompt_ids
 
     tok = load_tokenizer(str(experiment["sft"]))
     data = experiment["root"] / "dpo.jsonl"
-    ds, _ = build_preference_dataset(DatasetMixture(datasets=[DatasetSource(id=str(data), format="preference")]),
+    ds, _, _ = build_preference_data(DatasetMixture(datasets=[DatasetSource(id=str(data), format="preference")]),
                                      tok, 128, 64)
     rows = {tuple(prompt_ids(tok, [{"role": "user", "content": json.loads(line)["prompt"]}]))
             for line in data.read_text(encoding="utf-8").splitlines()}
@@ -162,7 +162,7 @@ def test_prompt_ids_match_sft_inference(experiment):
 
 def test_preference_rows_dropped_by_reason(tmp_path, tiny_bases):
     from kotune.config import DatasetMixture, DatasetSource
-    from kotune.data.preference import build_preference_dataset
+    from kotune.data.preference import build_preference_data
     from kotune.models.loading import load_tokenizer
     from kotune.data.prompt_formats import install_template
 
@@ -179,11 +179,11 @@ def test_preference_rows_dropped_by_reason(tmp_path, tiny_bases):
              "rejected": [{"role": "user", "content": "메시지 형식은요?"}, {"role": "assistant", "content": "지원해."}]}]
     path = write_jsonl(tmp_path / "p.jsonl", rows)
     src = DatasetSource(id=str(path), format="preference", columns={"prompt": "question"})
-    ds, report = build_preference_dataset(DatasetMixture(datasets=[src]), tok, max_length=256, max_prompt_length=64)
+    ds, _, report = build_preference_data(DatasetMixture(datasets=[src]), tok, max_length=256, max_prompt_length=64)
     # the renamed column: rows 1-4 have 'prompt' but not 'question', so only the message-list row keeps a prompt
     assert len(ds) == 1
     src2 = DatasetSource(id=str(path), format="preference")
-    ds2, report2 = build_preference_dataset(DatasetMixture(datasets=[src2]), tok, max_length=256, max_prompt_length=64)
+    ds2, _, report2 = build_preference_data(DatasetMixture(datasets=[src2]), tok, max_length=256, max_prompt_length=64)
     assert len(ds2) == 1
     assert report2[str(path)]["dropped"] == {"empty chosen": 1, "chosen equals rejected": 1,
                                              "prompt longer than max_prompt_length": 1, "missing prompt": 1,

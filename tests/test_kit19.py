@@ -12,7 +12,7 @@ import pytest
 from conftest import REPO, base_config, run_sft_inprocess, subprocess_env, write_config
 from kotune.config import DatasetMixture, DatasetSource
 from kotune.data.kit19 import load_task, task_names
-from kotune.data.sft_dataset import build_sft_variants
+from helpers import build_sft_variants
 from kotune.errors import KotuneError
 from kotune.models.loading import load_tokenizer
 from kotune.data.prompt_formats import install_template
@@ -110,15 +110,15 @@ def test_preprocessing_cache_hits_and_misses(tmp_path, tiny_bases, monkeypatch):
                       dataset_mixture={"datasets": [{"id": str(data), "format": "kit19/nsmc"}]})
     tok = load_tokenizer(str(tiny_bases["gpt_neox"]))
     install_template(tok, "koquality")
-    first, _, hit = prepare_sft_data(build_config(raw), tok)
+    first, _, _, hit = prepare_sft_data(build_config(raw), tok)
     assert not hit
-    again, _, hit = prepare_sft_data(build_config(raw), tok)
+    again, _, _, hit = prepare_sft_data(build_config(raw), tok)
     assert hit and again[0]["input_ids"] == first[0]["input_ids"]
-    _, _, hit = prepare_sft_data(build_config({**raw, "max_length": 100}), tok)
+    _, _, _, hit = prepare_sft_data(build_config({**raw, "max_length": 100}), tok)
     assert not hit  # max_length is part of the key
     with data.open("a", encoding="utf-8") as f:
         f.write(json.dumps({"document": "새로 추가한 리뷰", "label": 1}, ensure_ascii=False) + "\n")
-    _, _, hit = prepare_sft_data(build_config(raw), tok)
+    _, _, _, hit = prepare_sft_data(build_config(raw), tok)
     assert not hit  # so is the data
 
 

@@ -29,6 +29,11 @@ class DatasetSource:
         default=1.0, metadata={"help": "Share of the final mixture, relative to the other sources' weights."}
     )
     max_samples: int | None = field(default=None, metadata={"help": "Cap on rows taken from this source."})
+    eval: bool = field(
+        default=False,
+        metadata={"help": "Use this source for evaluation only (e.g. a validation split): eval loss, best checkpoint, "
+                          "early stopping; it is never trained on."},
+    )
     streaming: bool = field(
         default=False,
         metadata={"help": "Read the source lazily (large Hub datasets): only max_samples rows (5,000 for kit19/*, "
@@ -74,6 +79,19 @@ class KotuneArguments:
     )
     data_cache: bool = field(
         default=True, metadata={"help": "Reuse preprocessed data from $KOTUNE_CACHE_DIR (~/.cache/kotune/data)."}
+    )
+    eval_split_size: float | None = field(
+        default=None,
+        metadata={"help": "Hold out this share (below 1) or this number of rows of the training sources for "
+                          "evaluation, drawn with the mixture's seed before sampling, so no row is in both sets."},
+    )
+    early_stopping_patience: int | None = field(
+        default=None,
+        metadata={"help": "Stop after this many evaluations without improvement of metric_for_best_model "
+                          "(needs load_best_model_at_end: true)."},
+    )
+    early_stopping_threshold: float = field(
+        default=0.0, metadata={"help": "How much metric_for_best_model must improve to count as an improvement."}
     )
     eval_tasks: list[str] = field(
         default_factory=list,
@@ -136,6 +154,9 @@ RANGES: dict[str, tuple[Any, Any, str]] = {
     "weight_decay": ([0], None, "AdamW's decoupled decay"),
     "max_grad_norm": ([0], None, "the clipping threshold (0 turns clipping off)"),
     "beta": (0, None, "the preference loss's temperature"),
+    "eval_split_size": (0, None, "a share below 1, or a number of rows"),
+    "early_stopping_patience": ([1], None, "evaluations without improvement"),
+    "early_stopping_threshold": ([0], None, "the improvement that counts"),
 }
 
 

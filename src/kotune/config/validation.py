@@ -170,7 +170,8 @@ def check_config(raw: dict[str, Any], stage: str = "sft", check_paths: bool = Tr
     model = _check_fields({k: v for k, v in user.items() if k in groups["model"]}, groups["model"], "", problems)
     training = _check_fields({k: v for k, v in user.items() if k in groups["training"]}, groups["training"], "",
                              problems)
-    _check_ranges({**model, **training}, problems)
+    _check_ranges({**kotune, **model, **training}, problems)
+    _check_eval_split(user, kotune, training, applied, groups["training"], problems)
     _cross_check(user, model, training, stage, problems, check_paths)
     return kotune, mixture, model, training, applied, problems
 
@@ -249,6 +250,30 @@ def _cross_check(user: dict, model: dict, train: dict, stage: str, problems: lis
             and mpl >= train["max_length"]:
         problems.append(f"max_prompt_length ({mpl}) must be smaller than max_length ({train['max_length']}), "
                         "or no answer token fits")
+
+
+def _check_eval_split(user: dict, kotune: dict, train: dict, applied: dict, train_fields: dict,
+                      problems: list[str]) -> None:
+    """An eval split, the evaluation schedule and early stopping must agree; with an eval split and no schedule,
+    kotune evaluates every logging_steps."""
+    sources = (user.get("dataset_mixture") or {}).get("datasets") if isinstance(user.get("dataset_mixture"), dict) \
+        else None
+    sources = sources if isinstance(sources, list) else []
+    evals = [s for s in sources if isinstance(s, dict) and s.get("eval") is True]
+    has_eval = bool(evals) or kotune.get("eval_split_size") is not None
+    if sources and len(evals) == len(sources):
+        problems.append("dataset_mixture: every source is eval: true; training needs at least one training source")
+    strategy = train.get("eval_strategy")
+    if has_eval and strategy is None and "eval_strategy" in train_fields:
+        train["eval_strategy"] = applied["eval_strategy"] = "steps"  # eval_steps then defaults to logging_steps
+    elif not has_eval and strategy not in (None, "no"):
+        problems.append(f"eval_strategy: '{strategy}' needs an eval split: set eval_split_size (e.g. 0.05) or mark a "
+                        "source with eval: true")
+    if not has_eval and train.get("load_best_model_at_end"):
+        problems.append("load_best_model_at_end needs an eval split: set eval_split_size or an eval: true source")
+    if kotune.get("early_stopping_patience") is not None and not train.get("load_best_model_at_end"):
+        problems.append("early_stopping_patience needs load_best_model_at_end: true (it stops on "
+                        "metric_for_best_model, default eval_loss), with save_strategy equal to eval_strategy")
 
 
 def _check_deepspeed(ds: Any, model: dict, problems: list[str]) -> None:

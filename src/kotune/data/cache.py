@@ -58,18 +58,19 @@ def cache_key(mixture, tokenizer, settings: dict) -> str:
     return hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 
-def load_cached(key: str) -> tuple[list[Dataset], dict] | None:
+def load_cached(key: str) -> tuple[list[Dataset], Dataset | None, dict] | None:
     folder = cache_root() / key
     meta = folder / "report.json"
     if not meta.is_file():
         return None
     info = json.loads(meta.read_text())
     variants = [load_from_disk(str(folder / f"variant_{i}")) for i in range(info["variants"])]
+    eval_dataset = load_from_disk(str(folder / "eval")) if info.get("eval") else None
     logger.info("data: cache hit %s (%d examples, %d variants)", folder, len(variants[0]), len(variants))
-    return variants, info["report"]
+    return variants, eval_dataset, info["report"]
 
 
-def store(key: str, variants: list[Dataset], report: dict) -> None:
+def store(key: str, variants: list[Dataset], eval_dataset: Dataset | None, report: dict) -> None:
     root = cache_root()
     root.mkdir(parents=True, exist_ok=True)
     final = root / key
@@ -79,7 +80,10 @@ def store(key: str, variants: list[Dataset], report: dict) -> None:
     try:
         for i, ds in enumerate(variants):
             ds.save_to_disk(str(tmp / f"variant_{i}"))
-        (tmp / "report.json").write_text(json.dumps({"variants": len(variants), "report": report}, ensure_ascii=False))
+        if eval_dataset is not None:
+            eval_dataset.save_to_disk(str(tmp / "eval"))
+        (tmp / "report.json").write_text(json.dumps({"variants": len(variants), "eval": eval_dataset is not None,
+                                                     "report": report}, ensure_ascii=False))
         os.replace(tmp, final)
     except OSError as err:
         logger.warning("data cache not written (%s); the run goes on without it", err)
@@ -88,15 +92,15 @@ def store(key: str, variants: list[Dataset], report: dict) -> None:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def cached_build(build, mixture, tokenizer, settings: dict, enabled: bool = True) -> tuple[list[Dataset], dict, bool]:
-    """(variants, report, hit). `build()` runs only on a miss; its result is stored for the next run."""
+def cached_build(build, mixture, tokenizer, settings: dict, enabled: bool = True):
+    """(variants, eval dataset or None, report, hit). `build()` runs only on a miss; its result is stored for the
+    next run."""
     if not enabled:
-        variants, report = build()
-        return variants, report, False
+        return (*build(), False)
     key = cache_key(mixture, tokenizer, settings)
     hit = load_cached(key)
     if hit is not None:
-        return hit[0], hit[1], True
-    variants, report = build()
-    store(key, variants, report)
-    return variants, report, False
+        return (*hit, True)
+    variants, eval_dataset, report = build()
+    store(key, variants, eval_dataset, report)
+    return variants, eval_dataset, report, False

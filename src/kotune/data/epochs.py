@@ -34,6 +34,8 @@ class EpochVariantCollator:
 
     def __call__(self, examples: list[dict]):
         k = self.epoch % self.n_variants
+        if k and f"input_ids_{k}" not in examples[0]:  # eval examples have one form only
+            k = 0
         if k:
             examples = [{"input_ids": ex[f"input_ids_{k}"], "labels": ex[f"labels_{k}"]} for ex in examples]
         else:

@@ -10,7 +10,8 @@ from __future__ import annotations
 import logging
 import random
 
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, replace
 
 from kotune.config.schema import DatasetMixture
 from kotune.data.sources import SourceRows, load_source
@@ -59,13 +60,22 @@ class Pick:
     key: str
 
 
-def draw(mixture: DatasetMixture, strict: bool = False) -> tuple[random.Random, list[tuple[SourceRows, list[Pick]]]]:
-    """(the mixture's RNG, each source's rows with the picks drawn from them): caps, then shares, then sampling.
+Drawn = list[tuple[SourceRows, list[Pick]]]
 
-    The RNG goes on to shuffle the final examples (`shuffled`), so a seed fixes the whole mixture.
+
+def draw(mixture: DatasetMixture, strict: bool = False, eval_split_size: float | None = None,
+         ) -> tuple[random.Random, Drawn, Drawn]:
+    """(the mixture's RNG, each training source's rows with the picks drawn from them, the eval rows).
+
+    Eval rows are set aside first: every `eval: true` source, and `eval_split_size` of each training source (a share
+    below 1, or a number of rows spread by size), drawn with their own RNG from the seed so no row is in both sets
+    and the training draw of a run without an eval split stays as it was. Then caps, shares and sampling. The RNG
+    goes on to shuffle the final examples (`shuffled`), so a seed fixes the whole mixture.
     """
     rng = random.Random(mixture.seed)
-    loaded = [load_source(src, strict=strict, seed=mixture.seed) for src in mixture.datasets]
+    every = [load_source(src, strict=strict, seed=mixture.seed) for src in mixture.datasets]
+    loaded = [rows for rows in every if not rows.source.eval]
+    held = _hold_out(every, loaded, eval_split_size, random.Random(f"{mixture.seed}:eval"))
     capped = []
     for rows in loaded:
         indices = list(range(len(rows.records)))
@@ -87,7 +97,38 @@ def draw(mixture: DatasetMixture, strict: bool = False) -> tuple[random.Random, 
             seen[index] = seen.get(index, 0) + 1
         rows.requested = target
         drawn.append((rows, picks))
-    return rng, drawn
+    return rng, drawn, held
+
+
+def _hold_out(every: list[SourceRows], train: list[SourceRows], size: float | None, rng: random.Random) -> Drawn:
+    """The eval rows, removed from the training sources' records (see `draw`); a clear error for an empty split."""
+    held: Drawn = []
+    for rows in every:
+        if rows.source.eval:
+            indices = list(range(len(rows.records)))
+            cap = _default_cap(rows)
+            indices = sorted(rng.sample(indices, cap)) if cap is not None and len(indices) > cap else indices
+            if not indices:
+                raise KotuneError(f"eval source '{rows.source.id}' has no usable rows: {dict(rows.dropped) or 'empty'}")
+            rows.requested = len(indices)
+            held.append((rows, [Pick(i, f"{i}:0") for i in indices]))
+    if size is None:
+        return held
+    total = sum(len(rows.records) for rows in train)
+    for rows in train:
+        n = len(rows.records)
+        k = round(size * n) if size < 1 else round(size * n / max(total, 1))
+        if k >= n and n:
+            raise KotuneError(f"eval_split_size {size} takes all {n} rows of '{rows.source.id}', leaving none to "
+                              "train on: lower it")
+        out = set(rng.sample(range(n), k))
+        view = replace(rows, records=[r for i, r in enumerate(rows.records) if i in out], dropped=Counter(),
+                       available=k, requested=k)
+        rows.records = [r for i, r in enumerate(rows.records) if i not in out]
+        held.append((view, [Pick(i, f"{i}:0") for i in range(k)]))
+    if not sum(len(p) for _, p in held):
+        raise KotuneError(f"eval_split_size {size} leaves no eval rows ({total} usable training rows): raise it")
+    return held
 
 
 def drop(rows: SourceRows, index: int, reason: str, strict: bool, fix: str = "fix the row") -> None:

@@ -21,16 +21,35 @@ def _split(ids: list[int], labels: list[int]) -> tuple[list[int], list[int]]:
     return ids[:n], ids[n:]
 
 
-def build_preference_dataset(mixture: DatasetMixture, tokenizer, max_length: int | None,
-                             max_prompt_length: int | None, strict: bool = False) -> tuple[Dataset, dict]:
-    """(prompt_ids/chosen_ids/rejected_ids rows, report per source), drawn by the shared mixture engine."""
+def build_preference_data(mixture: DatasetMixture, tokenizer, max_length: int | None,
+                          max_prompt_length: int | None, strict: bool = False, eval_split_size: float | None = None,
+                          ) -> tuple[Dataset, Dataset | None, dict]:
+    """(prompt_ids/chosen_ids/rejected_ids rows, the eval rows or None, report per source), drawn by the shared
+    mixture engine."""
     for src in mixture.datasets:
         if src.format != "preference":
             raise KotuneError(f"dataset '{src.id}': preference training needs format: preference "
                               f"({{prompt, chosen, rejected}}), not '{src.format}'")
-    rng, drawn = draw(mixture, strict)
-    columns = {"prompt_ids": [], "chosen_ids": [], "rejected_ids": []}
-    report = {}
+    rng, drawn, held = draw(mixture, strict, eval_split_size)
+    report: dict = {}
+    columns = _encode_pairs(drawn, tokenizer, max_length, max_prompt_length, strict, report)
+    order = shuffled(len(columns["prompt_ids"]), report, rng, "preference dataset")
+    train = Dataset.from_dict({k: [v[i] for i in order] for k, v in columns.items()})
+    if not held:
+        return train, None, report
+    eval_report: dict = {}
+    evals = _encode_pairs(held, tokenizer, max_length, max_prompt_length, strict, eval_report)
+    if not evals["prompt_ids"]:
+        raise KotuneError("the eval split is empty after filtering: " + "; ".join(
+            f"{k}: dropped {v['dropped'] or 'none'}" for k, v in eval_report.items()))
+    for sid, entry in eval_report.items():
+        report.setdefault(sid, {"format": entry["format"], "used": 0, "available": 0, "dropped": {}})["eval"] = entry
+    return train, Dataset.from_dict(evals), report
+
+
+def _encode_pairs(drawn, tokenizer, max_length, max_prompt_length, strict, report: dict) -> dict[str, list]:
+    """Prompt, chosen and rejected ids of each pick (prompt and answers tokenized apart, as SFT does)."""
+    columns: dict[str, list] = {"prompt_ids": [], "chosen_ids": [], "rejected_ids": []}
     for rows, picks in drawn:
         convs = []
         for pick in picks:
@@ -55,5 +74,4 @@ def build_preference_dataset(mixture: DatasetMixture, tokenizer, max_length: int
             columns["rejected_ids"].append(rejected)
             used += 1
         report[rows.source.id] = source_report(rows, used)
-    order = shuffled(len(columns["prompt_ids"]), report, rng, "preference dataset")
-    return Dataset.from_dict({k: [v[i] for i in order] for k, v in columns.items()}), report
+    return columns

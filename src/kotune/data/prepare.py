@@ -6,26 +6,26 @@ import logging
 
 from kotune.data.cache import cached_build
 from kotune.data.epochs import epochs_needed
-from kotune.data.sft_dataset import build_sft_variants
+from kotune.data.sft_dataset import build_sft_data
 
 logger = logging.getLogger(__name__)
 
 
 def prepare_sft_data(cfg, tokenizer):
-    """(variants, report, cache_hit) for an SFT run; every rank gets the same examples in the same order."""
+    """(variants, eval dataset or None, report, cache_hit) for an SFT run; every rank gets the same examples in the
+    same order."""
     args, kot = cfg.training, cfg.kotune
     settings = {
         "max_length": args.max_length, "overlong": kot.overlong, "strict": kot.strict,
-        "train_on_turns": kot.train_on_turns,
+        "train_on_turns": kot.train_on_turns, "eval_split_size": kot.eval_split_size,
         "epochs": [args.num_train_epochs, args.max_steps, args.per_device_train_batch_size,
                    args.gradient_accumulation_steps, args.world_size],
     }
 
     def build():
-        return build_sft_variants(kot.dataset_mixture, tokenizer, args.max_length, overlong=kot.overlong,
-                                  strict=kot.strict, variants_for=lambda n: epochs_needed(n, args),
-                                  last_turn_only=kot.train_on_turns == "last")
+        return build_sft_data(kot.dataset_mixture, tokenizer, args.max_length, overlong=kot.overlong,
+                              strict=kot.strict, variants_for=lambda n: epochs_needed(n, args),
+                              last_turn_only=kot.train_on_turns == "last", eval_split_size=kot.eval_split_size)
 
     with args.main_process_first(desc="preparing data"):
-        variants, report, hit = cached_build(build, kot.dataset_mixture, tokenizer, settings, enabled=kot.data_cache)
-    return variants, report, hit
+        return cached_build(build, kot.dataset_mixture, tokenizer, settings, enabled=kot.data_cache)

@@ -106,9 +106,14 @@ def format_report(report: dict) -> str:
         lines.append(f"{sid[-48:]:48s} {s['format']:22s} {s['available']:7d} {s['used']:7d}  {dropped}")
         if s.get("answers"):  # the label mix a labelled KIT-19 task trains on
             lines.append(f"{'':48s}   answers: " + ", ".join(f"{k} {v}" for k, v in s["answers"].items()))
+        if s.get("eval"):  # rows held out (or read) for evaluation, never trained on
+            held = s["eval"]
+            lines.append(f"{'':48s}   eval: {held['used']} rows" + (f", dropped {held['dropped']}" if held["dropped"]
+                                                                   else ""))
     t = report["tokens"]
     lines += [
-        f"examples: {report['examples']}  (epoch variants: {report['epoch_variants']})",
+        f"examples: {report['examples']}  (epoch variants: {report['epoch_variants']}; eval examples: "
+        f"{report.get('eval_examples', 0)})",
         f"tokens: {t['total']} total, {t['answer']} trained; length p50 {t['length']['p50']} p90 {t['length']['p90']} "
         f"p99 {t['length']['p99']} max {t['length']['max']}",
         f"tokens per Hangul syllable: {report['tokens_per_hangul_syllable']}",

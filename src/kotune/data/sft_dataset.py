@@ -16,6 +16,7 @@ from kotune.config.schema import DatasetMixture
 from kotune.data.encode import encode_conversations
 from kotune.data.mixture import draw, drop, Pick, shuffled, source_report
 from kotune.data.sources import SourceRows
+from kotune.errors import KotuneError
 
 logger = logging.getLogger(__name__)
 
@@ -78,16 +79,44 @@ def _encode_source(rows: SourceRows, picks: list[Pick], tokenizer, max_length: i
     return out
 
 
-def build_sft_variants(mixture: DatasetMixture, tokenizer, max_length: int | None, overlong: str = "drop",
-                       strict: bool = False, variants_for: Callable[[int], int] = lambda n: 1,
-                       last_turn_only: bool = False) -> tuple[list[Dataset], dict]:
-    """(one tokenized dataset per epoch variant, report per source). All variants hold the same examples in the
-    same order; only KIT-19 phrasings differ between them."""
-    rng, drawn = draw(mixture, strict)
+def build_sft_data(mixture: DatasetMixture, tokenizer, max_length: int | None, overlong: str = "drop",
+                   strict: bool = False, variants_for: Callable[[int], int] = lambda n: 1,
+                   last_turn_only: bool = False, eval_split_size: float | None = None,
+                   ) -> tuple[list[Dataset], Dataset | None, dict]:
+    """(one tokenized dataset per epoch variant, the eval dataset or None, report per source). All variants hold the
+    same examples in the same order; only KIT-19 phrasings differ between them. Eval rows (see `mixture.draw`) are
+    encoded once, with the first epoch's templates."""
+    rng, drawn, held = draw(mixture, strict, eval_split_size)
     templated = any(rows.templated for rows, _ in drawn)
     n_variants = max(1, int(variants_for(sum(len(p) for _, p in drawn)))) if templated else 1
+    settings = dict(tokenizer=tokenizer, max_length=max_length, overlong=overlong, strict=strict,
+                    last_turn_only=last_turn_only)
+    report: dict = {}
+    examples = _encode_drawn(drawn, n_variants, report, **settings)
+    order = shuffled(len(examples), report, rng)
+    datasets = [Dataset.from_dict({"input_ids": [examples[i][v][0] for i in order],
+                                   "labels": [examples[i][v][1] for i in order]})
+                for v in range(n_variants)]
+    if n_variants > 1:
+        logger.info("KIT-19 templates: %d epoch variants, a new template draw per example per epoch", n_variants)
+    eval_dataset = None
+    if held:
+        eval_report: dict = {}
+        evals = _encode_drawn(held, 1, eval_report, **settings)
+        if not evals:
+            raise KotuneError("the eval split is empty after filtering: " + "; ".join(
+                f"{k}: dropped {v['dropped'] or 'none'}" for k, v in eval_report.items()))
+        eval_dataset = Dataset.from_dict({"input_ids": [e[0][0] for e in evals], "labels": [e[0][1] for e in evals]})
+        for sid, entry in eval_report.items():
+            report.setdefault(sid, {"format": entry["format"], "used": 0, "available": 0, "dropped": {}})["eval"] = entry
+        logger.info("eval split: %d examples (%s)", len(evals),
+                    ", ".join(f"{k} {v['used']}" for k, v in eval_report.items()))
+    return datasets, eval_dataset, report
+
+
+def _encode_drawn(drawn, n_variants: int, report: dict, tokenizer, max_length, overlong, strict, last_turn_only):
+    """Each pick's encoded variants, in draw order; fills `report` per source (used, truncated, answers)."""
     examples: list[list[tuple[list[int], list[int]]]] = []
-    report = {}
     for rows, picks in drawn:
         used = truncated = 0
         answers: Counter = Counter()
@@ -104,10 +133,4 @@ def build_sft_variants(mixture: DatasetMixture, tokenizer, max_length: int | Non
         answers.pop(None, None)
         extra = {"answers": dict(answers.most_common())} if answers else {}
         report[rows.source.id] = source_report(rows, used, truncated=truncated, **extra)
-    order = shuffled(len(examples), report, rng)
-    datasets = [Dataset.from_dict({"input_ids": [examples[i][v][0] for i in order],
-                                   "labels": [examples[i][v][1] for i in order]})
-                for v in range(n_variants)]
-    if n_variants > 1:
-        logger.info("KIT-19 templates: %d epoch variants, a new template draw per example per epoch", n_variants)
-    return datasets, report
+    return examples

@@ -30,6 +30,18 @@ def preflight(cfg: RunConfig) -> str | None:
     return resume
 
 
+def eval_callbacks(cfg: RunConfig) -> list:
+    """Early stopping on metric_for_best_model (default eval_loss) when early_stopping_patience is set."""
+    if cfg.kotune.early_stopping_patience is None:
+        return []
+    from transformers import EarlyStoppingCallback
+
+    logger.info("early stopping: after %d evaluations without an improvement over %s of %s",
+                cfg.kotune.early_stopping_patience, cfg.kotune.early_stopping_threshold,
+                cfg.training.metric_for_best_model)
+    return [EarlyStoppingCallback(cfg.kotune.early_stopping_patience, cfg.kotune.early_stopping_threshold)]
+
+
 def write_run_files(cfg: RunConfig, trainer, data_report: dict) -> None:
     """Config, run record and data report, written by the main process once the run is about to start."""
     out = cfg.training.output_dir

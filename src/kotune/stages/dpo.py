@@ -57,12 +57,14 @@ def main(argv: list[str]) -> int:
     install_template(tokenizer, resolve_format(cfg.kotune.prompt_format, base_config.model_type, path, tokenizer))
 
     # --- data -----------------------------------------------------------------------------------------------
-    from kotune.data.preference import build_preference_dataset
+    from kotune.data.preference import build_preference_data
 
+    kot = cfg.kotune
     with args.main_process_first(desc="preparing preference data"):
-        train_dataset, data_report = build_preference_dataset(
-            cfg.kotune.dataset_mixture, tokenizer, args.max_length, cfg.kotune.max_prompt_length, cfg.kotune.strict)
-    logger.info("preference pairs: %d", len(train_dataset))
+        train_dataset, eval_dataset, data_report = build_preference_data(
+            kot.dataset_mixture, tokenizer, args.max_length, kot.max_prompt_length, kot.strict, kot.eval_split_size)
+    logger.info("preference pairs: %d%s", len(train_dataset),
+                f", eval pairs: {len(eval_dataset)}" if eval_dataset is not None else "")
 
     # --- model and reference --------------------------------------------------------------------------------
     from transformers import set_seed
@@ -73,11 +75,13 @@ def main(argv: list[str]) -> int:
     model, ref_model = load_policy_and_reference(model_args, args, tokenizer)
 
     # --- trainer --------------------------------------------------------------------------------------------
+    from kotune.stages.common import eval_callbacks
     from kotune.stages.safety import SigtermCheckpoint
 
     sigterm = SigtermCheckpoint()
     trainer = dpo_trainer_class()(model=model, ref_model=ref_model, args=args, train_dataset=train_dataset,
-                                  processing_class=tokenizer, callbacks=[sigterm])
+                                  eval_dataset=eval_dataset, processing_class=tokenizer,
+                                  callbacks=[sigterm, *eval_callbacks(cfg)])
     write_run_files(cfg, trainer, data_report)
 
     # --- train ----------------------------------------------------------------------------------------------

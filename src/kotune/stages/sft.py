@@ -44,8 +44,9 @@ def main(argv: list[str]) -> int:
     from kotune.data.epochs import EpochVariantCollator, SetEpoch, merge_variants
     from kotune.data.prepare import prepare_sft_data
 
-    variants, data_report, _ = prepare_sft_data(cfg, tokenizer)
-    logger.info("training examples: %d", len(variants[0]))
+    variants, eval_dataset, data_report, _ = prepare_sft_data(cfg, tokenizer)
+    logger.info("training examples: %d%s", len(variants[0]),
+                f", eval examples: {len(eval_dataset)}" if eval_dataset is not None else "")
 
     # --- model ----------------------------------------------------------------------------------------------
     from transformers import set_seed
@@ -60,11 +61,12 @@ def main(argv: list[str]) -> int:
     from trl import SFTTrainer
 
     from kotune.data.packing import bfd_pack, collator, disable_cache_for_packing, log_bfd_step_change, packing_mode
+    from kotune.stages.common import eval_callbacks
     from kotune.stages.safety import NonFiniteLossGuard, SigtermCheckpoint
 
     mode = packing_mode(cfg.resolved, args)
     data_collator = collator(tokenizer, mode)
-    callbacks = []
+    callbacks = eval_callbacks(cfg)
     if mode == "bfd":
         if len(variants) > 1:
             logger.warning("packing_strategy=bfd packs one fixed set of bins: KIT-19 templates stay as drawn for "
@@ -89,8 +91,9 @@ def main(argv: list[str]) -> int:
         pass
 
     sigterm = SigtermCheckpoint()
-    trainer = KotuneSFTTrainer(model=model, args=args, train_dataset=train_dataset, processing_class=tokenizer,
-                               data_collator=data_collator, callbacks=[sigterm, *callbacks])
+    trainer = KotuneSFTTrainer(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
+                               processing_class=tokenizer, data_collator=data_collator,
+                               callbacks=[sigterm, *callbacks])
     write_run_files(cfg, trainer, data_report)
 
     # --- train ----------------------------------------------------------------------------------------------

@@ -37,9 +37,10 @@ def run_data_report(argv: list[str], out_dir: str | None = None) -> int:
     model_type = load_model_config(m.model_name_or_path, m.trust_remote_code, m.model_revision).model_type
     tokenizer = load_tokenizer(m.model_name_or_path, m.trust_remote_code, m.model_revision)
     install_template(tokenizer, resolve_format(cfg.kotune.prompt_format, model_type, m.model_name_or_path, tokenizer))
-    variants, sources, hit = prepare_sft_data(cfg, tokenizer)
+    variants, eval_dataset, sources, hit = prepare_sft_data(cfg, tokenizer)
     report = build_report(cfg, tokenizer, variants, sources)
     report["cache_hit"] = hit
+    report["eval_examples"] = len(eval_dataset) if eval_dataset is not None else 0
     out = Path(out_dir or Path("runs") / "data_report" / Path(cfg.source).stem)
     out.mkdir(parents=True, exist_ok=True)
     (out / "data_report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False))
