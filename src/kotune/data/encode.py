@@ -7,6 +7,9 @@ differently alone than inside prompt+answer). The mask comes from the tokenizer'
 
 from __future__ import annotations
 
+from kotune.data.prompt_formats import end_of_turn_ids
+from kotune.errors import KotuneError
+
 
 def _render_fast(tokenizer, messages: list[dict], add_generation_prompt: bool) -> str:
     """apply_chat_template(tokenize=False) without its per-call overhead (3x faster on 100K rows); the round-trip
@@ -40,7 +43,9 @@ def _segments(tokenizer, messages: list[dict], last_turn_only: bool = False) -> 
         before = _render_fast(tokenizer, messages[:i], add_generation_prompt=True)
         upto = _render_fast(tokenizer, messages[: i + 1], add_generation_prompt=False)
         if not before.startswith(rendered) or not upto.startswith(before):
-            raise ValueError("chat template is not prefix-stable; kotune cannot mask it turn by turn")
+            raise KotuneError(f"the chat template of '{tokenizer.name_or_path}' is not prefix-stable (a later turn "
+                              "changes what came before), so kotune cannot mask it turn by turn: set prompt_format "
+                              "to a kotune format (komt, koquality, llama2, mistral)")
         if len(before) > len(rendered):
             pieces.append((before[len(rendered):], False))
         pieces.append((upto[len(before):], message.get("train", True) and last in (None, i)))
@@ -62,6 +67,7 @@ def encode_conversations(tokenizer, conversations: list[list[dict]], last_turn_o
     ids_flat = _token_ids(tokenizer, texts) if texts else []
     out, k = [], 0
     eos = tokenizer.eos_token_id
+    stops = set(end_of_turn_ids(tokenizer)) | {eos}
     for pieces in segmented:
         input_ids: list[int] = []
         labels: list[int] = []
@@ -69,8 +75,8 @@ def encode_conversations(tokenizer, conversations: list[list[dict]], last_turn_o
             ids = ids_flat[k]
             k += 1
             if trained:
-                if eos is not None and eos not in ids:
-                    ids = ids + [eos]  # a template that forgot EOS: the model must still stop
+                if eos is not None and not stops & set(ids):
+                    ids = ids + [eos]  # a template that ends a turn with no stop token: the model must still stop
                 labels += ids
             else:
                 labels += [-100] * len(ids)

@@ -15,7 +15,6 @@ gives at inference.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 from kotune.models.architectures import spec_for
 
@@ -79,17 +78,17 @@ def join_instruction(instruction: str, input_text: str | None) -> str:
 
 
 def resolve_format(prompt_format: str, model_type: str, model_dir: str | None, tokenizer) -> str | None:
-    """The format name to install, or None to keep the chat template the model dir already has.
+    """The format name to install, or None to keep the chat template the base ships.
 
-    `auto` keeps a template saved with the model (e.g. an SFT output), else picks the family's format (the
-    architecture registry); a family without one keeps its own template, and falls back to komt when it has none.
+    `auto`: the base's own template always wins, from the Hub or a local dir (Llama-3.x, Qwen, Gemma, EXAONE,
+    SOLAR and an SFT output all ship theirs); a base without one gets its family's kotune format (the architecture
+    registry: Polyglot-Ko koquality, Llama-2 llama2, Mistral mistral), else komt.
     """
     if prompt_format != "auto":
         return prompt_format
-    family = spec_for(model_type).prompt_format
-    if tokenizer.chat_template and ((model_dir and Path(model_dir).is_dir()) or family is None):
+    if tokenizer.chat_template:
         return None
-    return family or "komt"
+    return default_format(model_type)
 
 
 def default_format(model_type: str) -> str:
@@ -109,6 +108,21 @@ def install_template(tokenizer, fmt: str | None) -> None:
 def render_prompt(tokenizer, messages: list[dict]) -> str:
     """The text the model sees before it answers (the generation prompt)."""
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def end_of_turn_ids(tokenizer) -> list[int]:
+    """The special tokens the chat template puts after an assistant turn (Llama-3 <|eot_id|>, Qwen <|im_end|>,
+    Gemma <end_of_turn>, EOS for kotune's formats): where generation must stop, and what training teaches."""
+    if not tokenizer.chat_template:
+        return []
+    turn = [{"role": "user", "content": "질문"}, {"role": "assistant", "content": "답변"}]
+    try:
+        text = tokenizer.apply_chat_template(turn, tokenize=False)
+    except Exception:  # noqa: BLE001 - a template that needs other roles: no end-of-turn known
+        return []
+    tail = text[text.rfind("답변") + len("답변"):]
+    special = set(tokenizer.all_special_ids) | {i for i, t in tokenizer.added_tokens_decoder.items() if t.special}
+    return [i for i in tokenizer(tail, add_special_tokens=False)["input_ids"] if i in special]
 
 
 def prompt_ids(tokenizer, messages: list[dict]) -> list[int]:

@@ -7,6 +7,7 @@ import sys
 import torch
 
 from kotune.data.prompt_formats import prompt_ids
+from kotune.models.loading import stop_ids
 
 
 @torch.no_grad()
@@ -19,7 +20,8 @@ def answer(model, tokenizer, question: str, max_new_tokens: int = 64, streamer=N
     input_ids = torch.tensor([ids], device=model.device)
     sampling = dict(do_sample=True, temperature=temperature, top_p=top_p) if temperature > 0 else dict(do_sample=False)
     out = model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), max_new_tokens=max_new_tokens,
-                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, streamer=streamer,
+                         eos_token_id=stop_ids(tokenizer, getattr(model.generation_config, "eos_token_id", None)),
+                         pad_token_id=tokenizer.pad_token_id, streamer=streamer,
                          **sampling)
     return tokenizer.decode(out[0, len(ids):], skip_special_tokens=True).strip()
 

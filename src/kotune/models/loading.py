@@ -105,14 +105,31 @@ def load_base(path: str, model_args, training_args, tokenizer, deepspeed_stage: 
 
 
 def sync_special_tokens(model, tokenizer) -> None:
-    """Model config and generation config carry the tokenizer's EOS/pad/BOS, so generate() stops where training taught."""
-    for cfg in (model.config, getattr(model, "generation_config", None)):
+    """Model config and generation config carry the tokenizer's EOS/pad/BOS, so generate() stops where training
+    taught. The generation config keeps the base's list of EOS ids and adds the template's end-of-turn token(s)
+    (Llama-3 stops on <|end_of_text|> and <|eot_id|>, Gemma on <eos> and <end_of_turn>)."""
+    generation = getattr(model, "generation_config", None)
+    base_eos = getattr(generation, "eos_token_id", None)
+    for cfg in (model.config, generation):
         if cfg is None:
             continue
         cfg.eos_token_id = tokenizer.eos_token_id
         cfg.pad_token_id = tokenizer.pad_token_id
         if tokenizer.bos_token_id is not None:
             cfg.bos_token_id = tokenizer.bos_token_id
+    if generation is not None:
+        generation.eos_token_id = stop_ids(tokenizer, base_eos)
+
+
+def stop_ids(tokenizer, also=None) -> int | list[int]:
+    """The ids generation stops on: `also` (the base's EOS id or list), the tokenizer's EOS and the template's
+    end-of-turn token(s); one int when there is just one."""
+    from kotune.data.prompt_formats import end_of_turn_ids
+
+    base = also if isinstance(also, list) else [also] if also is not None else []
+    ids = list(dict.fromkeys([*base, tokenizer.eos_token_id, *end_of_turn_ids(tokenizer)]))
+    ids = [i for i in ids if i is not None]
+    return ids[0] if len(ids) == 1 else ids
 
 
 def local_device(training_args) -> str:
