@@ -98,6 +98,19 @@ def test_eval_loss_best_checkpoint_and_early_stopping(tmp_path, tiny_bases):
     assert (out / "loss.png").is_file()
     report = json.loads((out / "data_report.json").read_text())
     assert report[str(SAMPLE)]["eval"]["used"] > 0
+    health = [h for h in state["log_history"] if "eval_hangul_share" in h]  # Korean answer health at each eval
+    assert [h["step"] for h in health] == [2, 4]
+    for h in health:
+        assert 0 <= h["eval_hangul_share"] <= 1
+        assert abs(sum(h[f"eval_speech_{level}"] for level in ("합쇼체", "해요체", "반말", "other")) - 1) < 1e-3
+
+
+def test_answer_health_metrics():
+    from kotune.stages.answer_health import health_metrics
+
+    metrics = health_metrics(["서울입니다.", "도쿄예요.", "The capital is Seoul.", "100도에서 끓어"])
+    assert metrics["eval_speech_합쇼체"] == metrics["eval_speech_해요체"] == metrics["eval_speech_반말"] == 0.25
+    assert metrics["eval_speech_other"] == 0.25 and metrics["eval_hangul_share"] == 0.75
 
 
 def test_dpo_logs_eval_reward_accuracy_and_margins(tmp_path, tiny_bases):

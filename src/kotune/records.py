@@ -67,7 +67,8 @@ def write_json(path: str | Path, obj) -> None:
 
 
 def plot_loss(log_history: list[dict], path: str | Path) -> bool:
-    """A PNG of training (and eval) loss against step; False when nothing was logged."""
+    """A PNG of training (and eval) loss against step, with the Korean answer health when it was logged; False when
+    nothing was logged."""
     train = [(h["step"], h["loss"]) for h in log_history if "loss" in h and "step" in h]
     evals = [(h["step"], h["eval_loss"]) for h in log_history if "eval_loss" in h]
     if not train and not evals:
@@ -85,7 +86,14 @@ def plot_loss(log_history: list[dict], path: str | Path) -> bool:
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("loss")
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(loc="upper left")
+    health = [(h["step"], h["eval_hangul_share"]) for h in log_history if "eval_hangul_share" in h]
+    if health:  # Korean answer health: a drift into another language shows as a falling line
+        share = ax.twinx()
+        share.plot(*zip(*health), "s--", color="#228833", label="Hangul share of eval answers")
+        share.set_ylim(0, 1.05)
+        share.set_ylabel("Hangul share")
+        share.legend(loc="upper right")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

@@ -93,6 +93,11 @@ class KotuneArguments:
     early_stopping_threshold: float = field(
         default=0.0, metadata={"help": "How much metric_for_best_model must improve to count as an improvement."}
     )
+    answer_health_prompts: int = field(
+        default=8,
+        metadata={"help": "At each evaluation, answer this many eval prompts greedily and log the Hangul share and "
+                          "the speech-level mix (합쇼체/해요체/반말) of the answers; 0 turns it off."},
+    )
     eval_tasks: list[str] = field(
         default_factory=list,
         metadata={"help": "SFT: after saving, score the model with `kotune eval` on these tasks, e.g. [kit19] or "
@@ -156,6 +161,7 @@ RANGES: dict[str, tuple[Any, Any, str]] = {
     "beta": (0, None, "the preference loss's temperature"),
     "eval_split_size": (0, None, "a share below 1, or a number of rows"),
     "early_stopping_patience": ([1], None, "evaluations without improvement"),
+    "answer_health_prompts": ([0], None, "eval prompts answered at each evaluation"),
     "early_stopping_threshold": ([0], None, "the improvement that counts"),
 }
 

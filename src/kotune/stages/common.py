@@ -30,16 +30,30 @@ def preflight(cfg: RunConfig) -> str | None:
     return resume
 
 
-def eval_callbacks(cfg: RunConfig) -> list:
-    """Early stopping on metric_for_best_model (default eval_loss) when early_stopping_patience is set."""
-    if cfg.kotune.early_stopping_patience is None:
-        return []
-    from transformers import EarlyStoppingCallback
+def eval_callbacks(cfg: RunConfig, tokenizer, eval_dataset) -> list:
+    """With an eval split: Korean answer health at each evaluation, and early stopping on metric_for_best_model
+    (default eval_loss) when early_stopping_patience is set. Bind them to the trainer with `bind_callbacks`."""
+    kot, callbacks = cfg.kotune, []
+    if eval_dataset is None:
+        return callbacks
+    if kot.answer_health_prompts:
+        from kotune.stages.answer_health import AnswerHealth, eval_prompts
 
-    logger.info("early stopping: after %d evaluations without an improvement over %s of %s",
-                cfg.kotune.early_stopping_patience, cfg.kotune.early_stopping_threshold,
-                cfg.training.metric_for_best_model)
-    return [EarlyStoppingCallback(cfg.kotune.early_stopping_patience, cfg.kotune.early_stopping_threshold)]
+        callbacks.append(AnswerHealth(tokenizer, eval_prompts(eval_dataset, kot.answer_health_prompts)))
+    if kot.early_stopping_patience is not None:
+        from transformers import EarlyStoppingCallback
+
+        logger.info("early stopping: after %d evaluations without an improvement over %s of %s",
+                    kot.early_stopping_patience, kot.early_stopping_threshold, cfg.training.metric_for_best_model)
+        callbacks.append(EarlyStoppingCallback(kot.early_stopping_patience, kot.early_stopping_threshold))
+    return callbacks
+
+
+def bind_callbacks(trainer, callbacks: list) -> None:
+    """Callbacks that log through the trainer get it once it exists."""
+    for callback in callbacks:
+        if hasattr(callback, "bind"):
+            callback.bind(trainer)
 
 
 def write_run_files(cfg: RunConfig, trainer, data_report: dict) -> None:

@@ -75,13 +75,14 @@ def main(argv: list[str]) -> int:
     model, ref_model = load_policy_and_reference(model_args, args, tokenizer)
 
     # --- trainer --------------------------------------------------------------------------------------------
-    from kotune.stages.common import eval_callbacks
+    from kotune.stages.common import bind_callbacks, eval_callbacks
     from kotune.stages.safety import SigtermCheckpoint
 
     sigterm = SigtermCheckpoint()
+    callbacks = eval_callbacks(cfg, tokenizer, eval_dataset)
     trainer = dpo_trainer_class()(model=model, ref_model=ref_model, args=args, train_dataset=train_dataset,
-                                  eval_dataset=eval_dataset, processing_class=tokenizer,
-                                  callbacks=[sigterm, *eval_callbacks(cfg)])
+                                  eval_dataset=eval_dataset, processing_class=tokenizer, callbacks=[sigterm, *callbacks])
+    bind_callbacks(trainer, callbacks)
     write_run_files(cfg, trainer, data_report)
 
     # --- train ----------------------------------------------------------------------------------------------

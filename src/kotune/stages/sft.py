@@ -61,12 +61,12 @@ def main(argv: list[str]) -> int:
     from trl import SFTTrainer
 
     from kotune.data.packing import bfd_pack, collator, disable_cache_for_packing, log_bfd_step_change, packing_mode
-    from kotune.stages.common import eval_callbacks
+    from kotune.stages.common import bind_callbacks, eval_callbacks
     from kotune.stages.safety import NonFiniteLossGuard, SigtermCheckpoint
 
     mode = packing_mode(cfg.resolved, args)
     data_collator = collator(tokenizer, mode)
-    callbacks = eval_callbacks(cfg)
+    callbacks = eval_callbacks(cfg, tokenizer, eval_dataset)
     if mode == "bfd":
         if len(variants) > 1:
             logger.warning("packing_strategy=bfd packs one fixed set of bins: KIT-19 templates stay as drawn for "
@@ -94,6 +94,7 @@ def main(argv: list[str]) -> int:
     trainer = KotuneSFTTrainer(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
                                processing_class=tokenizer, data_collator=data_collator,
                                callbacks=[sigterm, *callbacks])
+    bind_callbacks(trainer, callbacks)
     write_run_files(cfg, trainer, data_report)
 
     # --- train ----------------------------------------------------------------------------------------------
