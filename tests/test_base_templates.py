@@ -1,6 +1,9 @@
-"""A base's own chat template: kept byte for byte under `prompt_format: auto`, its end-of-turn token learned (and no
-extra EOS after it), and generation stops there. The tokenizer is built here with Llama-3's special tokens and
-template over a small Korean BPE (no real Llama-3 tokenizer ships in a PyPI package this suite installs)."""
+"""Today's bases with their own chat templates (Llama-3.x, Qwen2.5/3, Gemma 2/3, EXAONE 4): the template kept byte
+for byte under `prompt_format: auto`, its end-of-turn token learned (with no extra EOS after it), and generation
+stops there, for a tiny model of each family built from its config class through train/sft.py.
+
+The tokenizers are BUILT here: a small Korean BPE plus each family's special tokens and its public chat template
+(no real tokenizer of these families ships in a PyPI package this suite installs)."""
 
 from __future__ import annotations
 
@@ -16,23 +19,52 @@ LLAMA3_TEMPLATE = (
     "{{ '<|start_header_id|>' + m['role'] + '<|end_header_id|>\\n\\n' + m['content'] | trim + '<|eot_id|>' }}"
     "{% endfor %}{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{% endif %}"
 )
+CHATML_TEMPLATE = (
+    "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>' + '\\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+GEMMA_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}{% set role = 'model' if m['role'] == 'assistant' else m['role'] %}"
+    "{{ '<start_of_turn>' + role + '\\n' + m['content'] | trim + '<end_of_turn>\\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<start_of_turn>model\\n' }}{% endif %}"
+)
+EXAONE_TEMPLATE = (
+    "{% for m in messages %}{% if m['role'] == 'system' %}{{ '[|system|]' + m['content'] + '[|endofturn|]\\n' }}"
+    "{% elif m['role'] == 'user' %}{{ '[|user|]' + m['content'] + '\\n' }}"
+    "{% else %}{{ '[|assistant|]' + m['content'] + '[|endofturn|]\\n' }}{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '[|assistant|]' }}{% endif %}"
+)
+# family -> (template, bos, eos, other special tokens, the end-of-turn token)
+FAMILIES = {
+    "llama": (LLAMA3_TEMPLATE, "<|begin_of_text|>", "<|end_of_text|>", ["<|start_header_id|>", "<|end_header_id|>"],
+              "<|eot_id|>"),
+    "qwen2": (CHATML_TEMPLATE, None, "<|endoftext|>", ["<|im_start|>"], "<|im_end|>"),
+    "gemma3_text": (GEMMA_TEMPLATE, "<bos>", "<eos>", ["<start_of_turn>"], "<end_of_turn>"),
+    "exaone4": (EXAONE_TEMPLATE, None, "[|endofturn|]", ["[|system|]", "[|user|]", "[|assistant|]"], "[|endofturn|]"),
+}
 ROWS = [{"instruction": "대한민국의 수도는 어디인가요?", "output": "서울입니다."},
         {"instruction": "일본의 수도는 어디인가요?", "output": "도쿄입니다."},
         {"instruction": "물은 몇 도에서 끓나요?", "output": "100도에서 끓습니다."},
         {"instruction": "산소의 원소 기호는?", "output": "O입니다."}]
 
 
-@pytest.fixture(scope="module")
-def llama3_like(tmp_path_factory):
+def built_base(family: str, out):
     from kotune.testing.tiny import korean_bpe_tokenizer, tiny_model
 
-    out = tmp_path_factory.mktemp("llama3")
+    template, bos, eos, others, end_of_turn = FAMILIES[family]
     tok = korean_bpe_tokenizer(out)
-    tok.add_special_tokens({"bos_token": "<|begin_of_text|>", "eos_token": "<|end_of_text|>",
-                            "additional_special_tokens": ["<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]})
-    tok.chat_template = LLAMA3_TEMPLATE
-    tiny_model("llama", tok, out, hidden=64, layers=2, seed=0, init_std=0.2)
+    specials = {"eos_token": eos, "additional_special_tokens": others + ([end_of_turn] if end_of_turn != eos else [])}
+    if bos:
+        specials["bos_token"] = bos
+    tok.add_special_tokens(specials)
+    tok.chat_template = template
+    tiny_model(family, tok, out, hidden=64, layers=2, seed=0, init_std=0.2)
     return out, tok
+
+
+@pytest.fixture(scope="module")
+def llama3_like(tmp_path_factory):
+    return built_base("llama", tmp_path_factory.mktemp("llama3"))
 
 
 def test_auto_keeps_the_bases_template_and_finds_its_end_of_turn(llama3_like):
@@ -41,13 +73,15 @@ def test_auto_keeps_the_bases_template_and_finds_its_end_of_turn(llama3_like):
     assert end_of_turn_ids(tok) == [tok.convert_tokens_to_ids("<|eot_id|>")]
 
 
-def test_end_of_turn_is_learned_and_generation_stops_there(llama3_like, tmp_path):
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_end_of_turn_is_learned_and_generation_stops_there(family, tmp_path):
     import torch
 
     from kotune.inference.generate import answer
     from kotune.inference.loading import load_for_inference
 
-    base, tok = llama3_like
+    base, tok = built_base(family, tmp_path / "base")
+    template, _, _, _, end_of_turn = FAMILIES[family]
     data = tmp_path / "qa.jsonl"
     data.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in ROWS) + "\n", encoding="utf-8")
     out = tmp_path / "out"
@@ -57,17 +91,18 @@ def test_end_of_turn_is_learned_and_generation_stops_there(llama3_like, tmp_path
 
     saved = json.loads((out / "tokenizer_config.json").read_text()).get("chat_template") \
         or (out / "chat_template.jinja").read_text()
-    assert saved == LLAMA3_TEMPLATE  # byte for byte, not overwritten by Llama-2's [INST]
-    eot, eos = tok.convert_tokens_to_ids("<|eot_id|>"), tok.eos_token_id
+    assert saved == template  # byte for byte, not overwritten by a kotune format
+    eot, eos = tok.convert_tokens_to_ids(end_of_turn), tok.eos_token_id
     generation = json.loads((out / "generation_config.json").read_text())
-    assert set(generation["eos_token_id"]) == {eot, eos}  # the base's EOS plus the end-of-turn token
+    stops = generation["eos_token_id"] if isinstance(generation["eos_token_id"], list) else [generation["eos_token_id"]]
+    assert {eot, eos} <= set(stops)  # the base's EOS plus the end-of-turn token
 
     from helpers import encode_conversation
 
     ids, labels = encode_conversation(tok, [{"role": "user", "content": ROWS[0]["instruction"]},
                                             {"role": "assistant", "content": ROWS[0]["output"]}])
     trained = [i for i, label in zip(ids, labels) if label != -100]
-    assert trained[-1] == eot and eos not in trained  # the turn ends as the template ends it, no EOS after
+    assert eot in trained[-2:] and (eot == eos or eos not in trained)  # ends as the template ends a turn, no EOS after
 
     model, tokenizer = load_for_inference(out)
     prompt = tokenizer.apply_chat_template([{"role": "user", "content": ROWS[0]["instruction"]}],

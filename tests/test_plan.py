@@ -68,5 +68,9 @@ def test_full_finetune_7b_does_not_fit_one_24g_gpu_but_zero3_on_8_does():
 def test_shipped_base_configs_load(folder):
     from transformers import AutoConfig
 
+    from kotune.models.architectures import GENERIC, offline_config_dir, spec_for
+
     config = AutoConfig.from_pretrained(folder)
-    assert config.model_type in ("gpt_neox", "llama", "mistral") and config.vocab_size > 0
+    assert spec_for(config.model_type) is not GENERIC and config.get_text_config().vocab_size > 0
+    assert folder.name in {offline_config_dir(h) for s in __import__("kotune.models.architectures", fromlist=["x"])
+                           .ARCHITECTURES.values() for h in s.offline_configs}  # the registry points at it

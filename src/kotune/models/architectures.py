@@ -86,6 +86,24 @@ def _mistral(common: dict):
     return MistralConfig(**common, num_key_value_heads=2, sliding_window=256)
 
 
+def _qwen2(common: dict):
+    from transformers import Qwen2Config
+
+    return Qwen2Config(**common, num_key_value_heads=2)
+
+
+def _gemma3_text(common: dict):
+    from transformers import Gemma3TextConfig
+
+    return Gemma3TextConfig(**common, num_key_value_heads=2, head_dim=16, sliding_window=64)
+
+
+def _exaone4(common: dict):
+    from transformers import Exaone4Config
+
+    return Exaone4Config(**common, num_key_value_heads=2, layer_types=["full_attention"] * common["num_hidden_layers"])
+
+
 register(ArchitectureSpec(
     name="gpt_neox", model_types=("gpt_neox",),
     lora_targets=("query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"),
@@ -94,11 +112,38 @@ register(ArchitectureSpec(
     tiny_config=_gpt_neox, tiny_tokenizer="bpe",
 ))
 register(ArchitectureSpec(
+    # Llama-2 and everything built as `llama`: Llama-3.x and its Korean fine-tunes (Bllossom), SOLAR/EEVE, Kanana.
+    # `prompt_format: auto` gives llama2 only to a base without a chat template (Llama-2, SOLAR); the rest keep theirs.
     name="llama", model_types=("llama",), lora_targets=LLAMA_STYLE_TARGETS, prompt_format="llama2",
-    offline_configs={"meta-llama/Llama-2-7b-hf": "llama-2-7b"}, tiny_config=_llama,
+    offline_configs={"meta-llama/Llama-2-7b-hf": "llama-2-7b", "meta-llama/Llama-3.1-8B": "llama-3.1-8b",
+                     "upstage/SOLAR-10.7B-v1.0": "solar-10.7b-v1.0"},
+    tiny_config=_llama,
 ))
 register(ArchitectureSpec(
     name="mistral", model_types=("mistral",), lora_targets=LLAMA_STYLE_TARGETS, prompt_format="mistral",
     offline_configs={"mistral-community/Mistral-7B-v0.1": "mistral-7b-v0.1", "mistralai/Mistral-7B-v0.1": "mistral-7b-v0.1"},
     tiny_config=_mistral,
+))
+register(ArchitectureSpec(
+    name="qwen2", model_types=("qwen2", "qwen3"), lora_targets=LLAMA_STYLE_TARGETS,  # ChatML: ends turns with <|im_end|>
+    offline_configs={"Qwen/Qwen2.5-7B-Instruct": "qwen2.5-7b-instruct"}, tiny_config=_qwen2, tiny_tokenizer="bpe",
+))
+register(ArchitectureSpec(
+    name="gemma3_text", model_types=("gemma3_text", "gemma2", "gemma"), lora_targets=LLAMA_STYLE_TARGETS,
+    tiny_config=_gemma3_text, tiny_tokenizer="bpe",  # text-only Gemma (gemma-3-1b, gemma-2): <end_of_turn>
+))
+register(ArchitectureSpec(
+    # Gemma-3 4B/12B/27B are image-text models: LoRA on the language model only, not on the SigLIP vision tower.
+    name="gemma3", model_types=("gemma3",),
+    lora_targets=r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)",
+    offline_configs={"google/gemma-3-4b-it": "gemma-3-4b-it"},
+))
+register(ArchitectureSpec(
+    name="exaone4", model_types=("exaone4",), lora_targets=LLAMA_STYLE_TARGETS,  # native in transformers 5.23
+    tiny_config=_exaone4, tiny_tokenizer="bpe",
+))
+register(ArchitectureSpec(
+    # EXAONE 3.5 is remote code (trust_remote_code: true; transformers 5.23 has no native `exaone`).
+    name="exaone", model_types=("exaone",),
+    lora_targets=("q_proj", "k_proj", "v_proj", "out_proj", "c_fc_0", "c_fc_1", "c_proj"),
 ))

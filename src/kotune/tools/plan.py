@@ -79,7 +79,7 @@ def count_parameters(config, model_args) -> Counts:
     trainable = 0
     for name, m in linear:
         leaf = name.rsplit(".", 1)[-1]
-        if targets == "all-linear" or leaf in (targets if isinstance(targets, list) else [targets]):
+        if targets == "all-linear" or (re.fullmatch(targets, name) if isinstance(targets, str) else leaf in targets):
             trainable += r * (m.in_features + m.out_features)
     return Counts(total, quantizable, trainable, largest)
 
@@ -124,14 +124,15 @@ def estimate(cfg, counts: Counts, config, gpus: int, deepspeed=None) -> dict:
         host += weights * gpus
         weights = 0
 
-    h, layers = config.hidden_size, config.num_hidden_layers
+    text = config.get_text_config()  # image-text models (Gemma-3) keep the language model's sizes there
+    h, layers = text.hidden_size, text.num_hidden_layers
     tokens = t.per_device_train_batch_size * (t.max_length or 1024)
     if t.gradient_checkpointing:
         # the input of every layer kept (16-bit), plus one layer recomputed in full
         activations = tokens * h * 2 * layers + tokens * h * 34
     else:
         activations = tokens * h * 34 * layers  # Korthikanti et al., flash/sdpa attention (no s² term)
-    logits = tokens * config.vocab_size * 4 * 2  # fp32 logits and their gradient
+    logits = tokens * text.vocab_size * 4 * 2  # fp32 logits and their gradient
     per_gpu = weights + grads + optimizer + master + activations + logits + CONTEXT_OVERHEAD
     return {"weights": weights, "gradients": grads, "optimizer": optimizer + master, "activations": activations,
             "logits": logits, "overhead": CONTEXT_OVERHEAD, "per_gpu": per_gpu, "host": host, "zero_stage": stage,
