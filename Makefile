@@ -8,7 +8,12 @@ export TOKENIZERS_PARALLELISM := false
 # One DeepSpeed op cache per user, not per run: its JIT builds take minutes.
 export TORCH_EXTENSIONS_DIR ?= $(HOME)/.cache/kotune/torch_extensions
 
-.PHONY: install demo test test-slow clean
+# Real tokenizers for the tests, offline: llama.cpp's source distribution on PyPI carries vocab-only GGUF files
+# (Llama-3's and Qwen2's among them), read by transformers' own GGUF reader. Fetched once per user (76 MB sdist).
+LLAMA_CPP_SDIST := llama-cpp-python==0.3.36
+export KOTUNE_GGUF_VOCAB ?= $(HOME)/.cache/kotune/gguf_vocab
+
+.PHONY: install vocab demo test test-slow clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
@@ -19,13 +24,24 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 
 install: $(VENV)/.installed
 
+$(KOTUNE_GGUF_VOCAB)/.extracted: | $(VENV)/.installed
+	mkdir -p $(KOTUNE_GGUF_VOCAB)/sdist
+	$(PY) -m pip download -q --no-deps --no-binary :all: $(LLAMA_CPP_SDIST) -d $(KOTUNE_GGUF_VOCAB)/sdist
+	tar -xzf $(KOTUNE_GGUF_VOCAB)/sdist/llama_cpp_python-*.tar.gz -C $(KOTUNE_GGUF_VOCAB) --wildcards \
+		'*/vendor/llama.cpp/models/ggml-vocab-llama-bpe.gguf' '*/vendor/llama.cpp/models/ggml-vocab-qwen2.gguf' \
+		--transform='s#.*/##'
+	rm -rf $(KOTUNE_GGUF_VOCAB)/sdist
+	touch $@
+
+vocab: $(KOTUNE_GGUF_VOCAB)/.extracted
+
 demo: install
 	$(VENV)/bin/kotune demo
 
-test: install
+test: install vocab
 	$(PY) -m pytest -q
 
-test-slow: install
+test-slow: install vocab
 	$(PY) -m pytest -q -m slow
 
 clean:
