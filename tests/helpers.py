@@ -43,3 +43,35 @@ def example_losses(model, batch: dict) -> torch.Tensor:
         return torch.stack(losses)
     mask = labels != -100
     return (tok_loss * mask).sum(1) / mask.sum(1)
+
+
+QA_ROWS = [{"instruction": "대한민국의 수도는 어디인가요?", "output": "서울입니다."},
+           {"instruction": "일본의 수도는 어디인가요?", "output": "도쿄입니다."},
+           {"instruction": "물은 몇 도에서 끓나요?", "output": "100도에서 끓습니다."},
+           {"instruction": "산소의 원소 기호는?", "output": "O입니다."}]
+
+
+def train_qa(base, tmp_path, max_steps: int):
+    """Fully fine-tune `base` on four Korean Q&A rows through train/sft.py (enough to memorize them); the run dir."""
+    import json
+
+    from conftest import base_config, run_sft_inprocess, write_config
+
+    data = tmp_path / "qa.jsonl"
+    data.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in QA_ROWS) + "\n", encoding="utf-8")
+    out = tmp_path / "out"
+    cfg = base_config(base, out, dataset_mixture={"datasets": [{"id": str(data), "format": "instruction"}]},
+                      use_peft=False, learning_rate=3.0e-3, max_steps=max_steps, per_device_train_batch_size=4)
+    assert run_sft_inprocess(write_config(tmp_path / "c.yaml", cfg)) == 0
+    return out
+
+
+def greedy_new_ids(model, tokenizer, question: str, max_new_tokens: int = 30) -> list[int]:
+    """The ids a model generates greedily after the chat template's generation prompt, with its saved stop ids."""
+    prompt = tokenizer.apply_chat_template([{"role": "user", "content": question}], add_generation_prompt=True,
+                                           tokenize=False)
+    ids = tokenizer(prompt, add_special_tokens=False, return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
+                             do_sample=False, pad_token_id=tokenizer.pad_token_id)
+    return out[0, ids.shape[1]:].tolist()

@@ -11,7 +11,6 @@ import json
 
 import pytest
 
-from conftest import base_config, run_sft_inprocess, write_config
 from kotune.data.prompt_formats import end_of_turn_ids, resolve_format
 
 LLAMA3_TEMPLATE = (
@@ -42,10 +41,7 @@ FAMILIES = {
     "gemma3_text": (GEMMA_TEMPLATE, "<bos>", "<eos>", ["<start_of_turn>"], "<end_of_turn>"),
     "exaone4": (EXAONE_TEMPLATE, None, "[|endofturn|]", ["[|system|]", "[|user|]", "[|assistant|]"], "[|endofturn|]"),
 }
-ROWS = [{"instruction": "대한민국의 수도는 어디인가요?", "output": "서울입니다."},
-        {"instruction": "일본의 수도는 어디인가요?", "output": "도쿄입니다."},
-        {"instruction": "물은 몇 도에서 끓나요?", "output": "100도에서 끓습니다."},
-        {"instruction": "산소의 원소 기호는?", "output": "O입니다."}]
+from helpers import QA_ROWS as ROWS  # noqa: E402
 
 
 def built_base(family: str, out):
@@ -75,19 +71,13 @@ def test_auto_keeps_the_bases_template_and_finds_its_end_of_turn(llama3_like):
 
 @pytest.mark.parametrize("family", list(FAMILIES))
 def test_end_of_turn_is_learned_and_generation_stops_there(family, tmp_path):
-    import torch
-
+    from helpers import greedy_new_ids, train_qa
     from kotune.inference.generate import answer
     from kotune.inference.loading import load_for_inference
 
     base, tok = built_base(family, tmp_path / "base")
     template, _, _, _, end_of_turn = FAMILIES[family]
-    data = tmp_path / "qa.jsonl"
-    data.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in ROWS) + "\n", encoding="utf-8")
-    out = tmp_path / "out"
-    cfg = base_config(base, out, dataset_mixture={"datasets": [{"id": str(data), "format": "instruction"}]},
-                      use_peft=False, learning_rate=3.0e-3, max_steps=40, per_device_train_batch_size=4)
-    assert run_sft_inprocess(write_config(tmp_path / "c.yaml", cfg)) == 0
+    out = train_qa(base, tmp_path, max_steps=40)
 
     saved = json.loads((out / "tokenizer_config.json").read_text()).get("chat_template") \
         or (out / "chat_template.jinja").read_text()
@@ -105,12 +95,6 @@ def test_end_of_turn_is_learned_and_generation_stops_there(family, tmp_path):
     assert eot in trained[-2:] and (eot == eos or eos not in trained)  # ends as the template ends a turn, no EOS after
 
     model, tokenizer = load_for_inference(out)
-    prompt = tokenizer.apply_chat_template([{"role": "user", "content": ROWS[0]["instruction"]}],
-                                           add_generation_prompt=True, tokenize=False)
-    prompt_ids = tokenizer(prompt, add_special_tokens=False, return_tensors="pt")["input_ids"]
-    with torch.no_grad():
-        generated = model.generate(input_ids=prompt_ids, attention_mask=torch.ones_like(prompt_ids),
-                                   max_new_tokens=30, do_sample=False, pad_token_id=tokenizer.pad_token_id)
-    new = generated[0, prompt_ids.shape[1]:].tolist()
+    new = greedy_new_ids(model, tokenizer, ROWS[0]["instruction"])
     assert new[-1] == eot and len(new) < 30, tokenizer.decode(new)  # stopped at end-of-turn, from the saved config
     assert answer(model, tokenizer, ROWS[0]["instruction"]) == ROWS[0]["output"]

@@ -8,13 +8,11 @@ Llama-3's public template."""
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import pytest
 
-from conftest import base_config, run_sft_inprocess, write_config
 from test_base_templates import LLAMA3_TEMPLATE, ROWS
 
 VOCAB = Path(os.environ.get("KOTUNE_GGUF_VOCAB", Path.home() / ".cache" / "kotune" / "gguf_vocab"))
@@ -88,25 +86,12 @@ def test_inference_prompt_is_the_masked_prefix_and_only_assistant_turns_train(re
 
 @pytest.mark.slow  # ~20 s each: 128K/152K-row embeddings; the built-tokenizer families test this in the default suite
 def test_a_tiny_model_on_the_real_vocabulary_stops_at_end_of_turn(real_base, tmp_path):
-    import torch
-
+    from helpers import greedy_new_ids, train_qa
     from kotune.inference.loading import load_for_inference
 
     family, base = real_base
-    data = tmp_path / "qa.jsonl"
-    data.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in ROWS) + "\n", encoding="utf-8")
-    out = tmp_path / "out"
-    cfg = base_config(base, out, dataset_mixture={"datasets": [{"id": str(data), "format": "instruction"}]},
-                      use_peft=False, learning_rate=3.0e-3, max_steps=30, per_device_train_batch_size=4)
-    assert run_sft_inprocess(write_config(tmp_path / "c.yaml", cfg)) == 0
-    model, tok = load_for_inference(out)
+    model, tok = load_for_inference(train_qa(base, tmp_path, max_steps=30))
     eot = tok.convert_tokens_to_ids(REAL[family][2])
-    prompt = tok.apply_chat_template([{"role": "user", "content": ROWS[0]["instruction"]}], add_generation_prompt=True,
-                                     tokenize=False)
-    prompt_ids = tok(prompt, add_special_tokens=False, return_tensors="pt")["input_ids"]
-    with torch.no_grad():
-        generated = model.generate(input_ids=prompt_ids, attention_mask=torch.ones_like(prompt_ids), max_new_tokens=30,
-                                   do_sample=False, pad_token_id=tok.pad_token_id)
-    new = generated[0, prompt_ids.shape[1]:].tolist()
+    new = greedy_new_ids(model, tok, ROWS[0]["instruction"])
     assert new[-1] == eot and len(new) < 30, tok.decode(new)
     assert tok.decode(new, skip_special_tokens=True).strip() == ROWS[0]["output"]

@@ -7,11 +7,25 @@ converter in `CONVERTERS` plus tests. A converter returns (record, None) or (Non
 from __future__ import annotations
 
 from kotune.data.prompt_formats import join_instruction
+from kotune.errors import KotuneError
 
 ROLES = {"system", "user", "assistant"}
 ROLE_NAMES = {r: r for r in ROLES}
 SHAREGPT_ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
                   "chatgpt": "assistant", "bing": "assistant", "bard": "assistant"}
+
+
+def rename_columns(source, rows: list[dict], columns: list[str]) -> tuple[list[dict], list[str]]:
+    """A source's `columns:` map (kotune name -> your column) applied to the rows read; a clear error for a column
+    the file does not have."""
+    rename = {theirs: ours for ours, theirs in source.columns.items()}
+    missing = [theirs for theirs in rename if theirs not in columns]
+    if missing:
+        raise KotuneError(f"dataset '{source.id}': columns {missing} (from 'columns') not found; the file has "
+                          f"{columns}")
+    if not rename:
+        return rows, columns
+    return [{rename.get(k, k): v for k, v in row.items()} for row in rows], [rename.get(c, c) for c in columns]
 
 
 def _text(row: dict, key: str, required: bool) -> tuple[str | None, str | None]:

@@ -22,6 +22,7 @@ from itertools import combinations
 from pathlib import Path
 
 from kotune.config.schema import DatasetSource
+from kotune.data.formats import rename_columns
 from kotune.data.kit19 import Task, label_form, label_key
 from kotune.data.raw_files import read_raw
 from kotune.errors import KotuneError
@@ -160,15 +161,9 @@ def read_task_rows(source: DatasetSource, task: Task, read_rows, limit: int | No
         rows, columns = read_raw(Path(source.id).expanduser(), resolved.route)
     else:
         rows, columns = read_rows(source, resolved.subset, resolved.split, limit)
-    rename = {theirs: ours for ours, theirs in source.columns.items()}
-    missing = [theirs for theirs in rename if theirs not in columns]
-    if missing:
-        raise KotuneError(f"dataset '{source.id}': columns {missing} (from 'columns') not found; the file has "
-                          f"{columns}")
-    if rename:
-        rows = [{rename.get(k, k): v for k, v in row.items()} for row in rows]
+    rows, columns = rename_columns(source, rows, columns)
     rows = apply_route(rows, resolved.route, task)
-    columns = list(rows[0]) if rows else [rename.get(c, c) for c in columns]
+    columns = list(rows[0]) if rows else columns
     logger.info("dataset %s: kit19/%s via its %s route%s", source.id, task.name, resolved.kind,
                 f" (split {resolved.split})" if resolved.kind == "hub" else "")
     return rows, columns, resolved

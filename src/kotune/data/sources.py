@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 from kotune.config.schema import DatasetSource
-from kotune.data.formats import CONVERTERS
+from kotune.data.formats import CONVERTERS, rename_columns
 from kotune.errors import KotuneError
 from kotune.data.prompt_formats import join_instruction
 
@@ -97,14 +97,7 @@ def load_source(source: DatasetSource, strict: bool = False, seed: int = 42) -> 
             raise KotuneError(f"dataset '{source.id}': KIT-19 task '{task.name}' needs columns {absent}; the file "
                               f"has {columns} (map yours with columns: {{{absent[0]}: your_column}})")
     elif source.format in CONVERTERS:
-        table, columns = read_rows(source, limit=source.max_samples)
-        rename = {theirs: ours for ours, theirs in source.columns.items()}
-        missing = [theirs for theirs in rename if theirs not in columns]
-        if missing:
-            raise KotuneError(f"dataset '{source.id}': columns {missing} (from 'columns') not found; "
-                              f"the file has {columns}")
-        if rename:
-            table = [{rename.get(k, k): v for k, v in row.items()} for row in table]
+        table, _ = rename_columns(source, *read_rows(source, limit=source.max_samples))
     else:
         raise KotuneError(f"dataset '{source.id}': format '{source.format}' is not supported by this stage")
     result = SourceRows(source=source, records=[], available=len(table))
