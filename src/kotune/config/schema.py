@@ -177,3 +177,4 @@ class RunConfig:
     resolved: dict[str, Any]  # what the user set plus the defaults kotune applied; saved in output_dir
     source: str
     training_values: dict[str, Any] = field(default_factory=dict)  # the checked values `training` was built from
+    hardware: dict[str, str] = field(default_factory=dict)  # why precision and checkpointing are what they are

@@ -193,8 +193,13 @@ def build_config(raw: dict[str, Any], stage: str = "sft", source: str = "config"
 
     from kotune.config.library import build_model_config, build_training_config, library_problems
 
+    from kotune.config.hardware import hardware_defaults
+
     if not torch.cuda.is_available() and "use_cpu" not in training:
         training["use_cpu"] = applied["use_cpu"] = True  # TRL's bf16 default otherwise fails on a CPU-only machine
+    chosen, hardware = hardware_defaults(training)
+    training.update(chosen)
+    applied.update(chosen)
     model_args, problem = build_model_config(model)
     problems += [problem] if problem else library_problems(model_args)
     args, problem = build_training_config(get_stage(stage).training_config,
@@ -205,8 +210,10 @@ def build_config(raw: dict[str, Any], stage: str = "sft", source: str = "config"
     for key, value in applied.items():
         logger.info("kotune default: %s=%r (set it in your config to change)", key, value)
     resolved = {**raw, **applied}
+    for key, why in hardware.items():
+        logger.info("%s: %s", key, why)
     return RunConfig(stage=stage, kotune=KotuneArguments(dataset_mixture=mixture, **kotune), model=model_args,
-                     training=args, resolved=resolved, source=source, training_values=training)
+                     training=args, resolved=resolved, source=source, training_values=training, hardware=hardware)
 
 
 def _cross_check(user: dict, model: dict, train: dict, stage: str, problems: list[str], check_paths: bool) -> None:

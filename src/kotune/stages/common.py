@@ -67,7 +67,10 @@ def write_run_files(cfg: RunConfig, trainer, data_report: dict) -> None:
     write_resolved_config(out, cfg.resolved)
     files = [s.id for s in cfg.kotune.dataset_mixture.datasets] if cfg.kotune.dataset_mixture else []
     distributed = str(getattr(trainer.accelerator, "distributed_type", "NO")).split(".")[-1]
-    write_run_record(out, files, trainer.args.world_size, {"distributed_type": distributed})
+    write_run_record(out, files, trainer.args.world_size, {"distributed_type": distributed,
+                                                          "precision": {"bf16": trainer.args.bf16,
+                                                                        "fp16": trainer.args.fp16,
+                                                                        **cfg.hardware}})
     write_json(os.path.join(out, "data_report.json"), data_report)
 
 
