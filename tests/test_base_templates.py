@@ -3,7 +3,8 @@ for byte under `prompt_format: auto`, its end-of-turn token learned (with no ext
 stops there, for a tiny model of each family built from its config class through train/sft.py.
 
 The tokenizers are BUILT here: a small Korean BPE plus each family's special tokens and its public chat template
-(no real tokenizer of these families ships in a PyPI package this suite installs)."""
+(no real tokenizer of these families ships in a PyPI package this suite installs). Gemma-3 runs twice: text-only
+(gemma3_text) and image-text (Gemma3ForConditionalGeneration with a one-layer SigLIP tower, as 4B/12B/27B load)."""
 
 from __future__ import annotations
 
@@ -39,6 +40,7 @@ FAMILIES = {
               "<|eot_id|>"),
     "qwen2": (CHATML_TEMPLATE, None, "<|endoftext|>", ["<|im_start|>"], "<|im_end|>"),
     "gemma3_text": (GEMMA_TEMPLATE, "<bos>", "<eos>", ["<start_of_turn>"], "<end_of_turn>"),
+    "gemma3": (GEMMA_TEMPLATE, "<bos>", "<eos>", ["<start_of_turn>"], "<end_of_turn>"),  # image-text Gemma-3
     "exaone4": (EXAONE_TEMPLATE, None, "[|endofturn|]", ["[|system|]", "[|user|]", "[|assistant|]"], "[|endofturn|]"),
 }
 from helpers import QA_ROWS as ROWS  # noqa: E402
@@ -98,3 +100,21 @@ def test_end_of_turn_is_learned_and_generation_stops_there(family, tmp_path):
     new = greedy_new_ids(model, tokenizer, ROWS[0]["instruction"])
     assert new[-1] == eot and len(new) < 30, tokenizer.decode(new)  # stopped at end-of-turn, from the saved config
     assert answer(model, tokenizer, ROWS[0]["instruction"]) == ROWS[0]["output"]
+
+
+def test_image_text_gemma3_lora_trains_the_language_model_only(tmp_path):
+    """Gemma-3 4B/12B load as Gemma3ForConditionalGeneration: LoRA must adapt the language model, never the SigLIP
+    tower, and the saved adapter must load back onto the image-text base."""
+    from peft import AutoPeftModelForCausalLM
+    from safetensors.torch import load_file
+
+    from conftest import base_config, run_sft_inprocess, write_config
+
+    base, _ = built_base("gemma3", tmp_path / "base")
+    out = tmp_path / "out"
+    assert run_sft_inprocess(write_config(tmp_path / "c.yaml", base_config(base, out))) == 0
+    keys = list(load_file(out / "adapter_model.safetensors"))
+    assert keys and all("language_model" in k for k in keys), [k for k in keys if "language_model" not in k][:3]
+    assert any(".mlp.down_proj." in k for k in keys) and any(".self_attn.q_proj." in k for k in keys)
+    model = AutoPeftModelForCausalLM.from_pretrained(out)
+    assert type(model.get_base_model()).__name__ == "Gemma3ForConditionalGeneration"

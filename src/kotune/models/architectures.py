@@ -98,6 +98,17 @@ def _gemma3_text(common: dict):
     return Gemma3TextConfig(**common, num_key_value_heads=2, head_dim=16, sliding_window=64)
 
 
+def _gemma3(common: dict):
+    from transformers import Gemma3Config, SiglipVisionConfig
+
+    text = _gemma3_text(dict(common, vocab_size=common["vocab_size"] + 3))  # 3 ids past the tokenizer for images
+    vision = SiglipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                                image_size=28, patch_size=14)
+    image, boi, eoi = range(common["vocab_size"], common["vocab_size"] + 3)
+    return Gemma3Config(text_config=text, vision_config=vision, mm_tokens_per_image=4, image_token_index=image,
+                        boi_token_index=boi, eoi_token_index=eoi, tie_word_embeddings=common["tie_word_embeddings"])
+
+
 def _exaone4(common: dict):
     from transformers import Exaone4Config
 
@@ -137,6 +148,7 @@ register(ArchitectureSpec(
     name="gemma3", model_types=("gemma3",),
     lora_targets=r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)",
     offline_configs={"google/gemma-3-4b-it": "gemma-3-4b-it"},
+    tiny_config=_gemma3, tiny_tokenizer="bpe",  # a one-layer SigLIP tower: training on text leaves it untouched
 ))
 register(ArchitectureSpec(
     name="exaone4", model_types=("exaone4",), lora_targets=LLAMA_STYLE_TARGETS,  # native in transformers 5.23
