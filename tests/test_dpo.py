@@ -2,114 +2,44 @@
 
 from __future__ import annotations
 
-import difflib
 import json
-import random
 
 import pytest
 import torch
 
-from conftest import REPO, base_config, run_sft_inprocess, write_config
-
-PREFS = [json.loads(line) for line in
-         (REPO / "src/kotune/data/sample/preference.jsonl").read_text(encoding="utf-8").splitlines()]
-DPO = REPO / "train" / "dpo.py"
+from conftest import REPO, write_config
+from helpers import PREFS, write_jsonl
 
 
 def run_dpo(config_path, *overrides) -> int:
-    import runpy
-    import sys
+    from helpers import run_stage_script
 
-    argv = sys.argv
-    sys.argv = [str(DPO), str(config_path), *overrides]
-    try:
-        runpy.run_path(str(DPO), run_name="__main__")
-    except SystemExit as exit_:
-        return int(exit_.code or 0)
-    finally:
-        sys.argv = argv
-    return 0
-
-
-def write_jsonl(path, rows):
-    path.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n", encoding="utf-8")
-    return path
+    return run_stage_script("dpo", config_path, *overrides)
 
 
 def dpo_config(model_dir, out, data, **extra):
-    cfg = base_config(model_dir, out, dataset_mixture={"datasets": [{"id": str(data), "format": "preference"}]},
-                      max_length=128, max_prompt_length=64, learning_rate=5.0e-4, per_device_train_batch_size=4,
-                      lora_r=64, lora_alpha=128, beta=0.1, logging_steps=1)
-    cfg.update(extra)
-    return cfg
+    from helpers import preference_config
+
+    return preference_config(model_dir, out, data, **{"beta": 0.1, **extra})
 
 
 @pytest.fixture(scope="module")
-def experiment(tmp_path_factory):
-    """SFT a tiny model on both styles of every answer, then DPO towards polite (and, as a control, casual)."""
-    from kotune.testing.tiny import tiny_base
+def experiment(preference_sft):
+    """DPO from the SFT model towards polite (and, as a control, casual) answers."""
+    from helpers import train_both_ways
 
-    root = tmp_path_factory.mktemp("dpo")
-    order = list(range(len(PREFS)))
-    random.Random(0).shuffle(order)
-    held = [PREFS[i] for i in order[:12]]
-    train = [PREFS[i] for i in order[12:]]
-    base = tiny_base("gpt_neox", root / "base", hidden=128, layers=2, seed=0, init_std=0.2)
-    sft_rows = [{"instruction": r["prompt"], "output": y} for r in PREFS for y in (r["chosen"], r["rejected"])]
-    sft_cfg = base_config(base, root / "sft", prompt_format="koquality", lora_r=64, lora_alpha=128,
-                          dataset_mixture={"datasets": [{"id": str(write_jsonl(root / "sft.jsonl", sft_rows)),
-                                                         "format": "instruction"}]},
-                          num_train_epochs=15, per_device_train_batch_size=8, lr_scheduler_type="cosine", seed=0)
-    sft_cfg.pop("max_steps")
-    assert run_sft_inprocess(write_config(root / "sft.yaml", sft_cfg)) == 0
-    runs = {}
-    for name, rows in (("dpo", train), ("swapped", [dict(r, chosen=r["rejected"], rejected=r["chosen"])
-                                                    for r in train])):
-        cfg = dpo_config(root / "sft", root / name, write_jsonl(root / f"{name}.jsonl", rows), num_train_epochs=3,
-                         seed=0)
-        cfg.pop("max_steps")
-        assert run_dpo(write_config(root / f"{name}.yaml", cfg)) == 0
-        runs[name] = root / name
-    return {"root": root, "held": held, "sft": root / "sft", **runs}
-
-
-def _logp(model, tok, prompt, answer):
-    from helpers import encode_conversation
-
-    ids, labels = encode_conversation(tok, [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}])
-    x, y = torch.tensor([ids]), torch.tensor([labels])
-    with torch.no_grad():
-        logits = model(input_ids=x).logits[:, :-1].float()
-    lp = torch.log_softmax(logits, -1).gather(-1, x[:, 1:, None])[..., 0]
-    return float((lp * (y[:, 1:] != -100)).sum())
-
-
-def _measure(run_dir, ref, held, beta=0.1):
-    """Implied-reward accuracy and margin against the SFT reference, polite share and correctness of greedy answers."""
-    from kotune.inference.generate import answer
-    from kotune.inference.loading import load_for_inference
-
-    model, tok = load_for_inference(run_dir)
-    margins, polite, correct = [], 0, []
-    for r in held:
-        chosen = _logp(model, tok, r["prompt"], r["chosen"]) - _logp(*ref, r["prompt"], r["chosen"])
-        rejected = _logp(model, tok, r["prompt"], r["rejected"]) - _logp(*ref, r["prompt"], r["rejected"])
-        margins.append(beta * (chosen - rejected))
-        out = answer(model, tok, r["prompt"], max_new_tokens=60)
-        polite += "니다" in out
-        correct.append(max(difflib.SequenceMatcher(None, out, y).ratio() for y in (r["chosen"], r["rejected"])))
-    return {"accuracy": sum(m > 0 for m in margins) / len(margins), "margin": sum(margins) / len(margins),
-            "polite": polite / len(held), "correct": sum(correct) / len(correct)}
+    return {**preference_sft, **train_both_ways("dpo", preference_sft, "dpo", num_train_epochs=3, beta=0.1)}
 
 
 def test_dpo_moves_held_out_preferences_and_the_control_moves_back(experiment):
+    from helpers import measure_preference
     from kotune.inference.loading import load_for_inference
 
     ref = load_for_inference(experiment["sft"])
     held = experiment["held"]  # prompts DPO never saw (SFT saw them, in both styles)
-    before = _measure(experiment["sft"], ref, held)
-    after = _measure(experiment["dpo"], ref, held)
-    control = _measure(experiment["swapped"], ref, held)
+    before = measure_preference(experiment["sft"], ref, held)
+    after = measure_preference(experiment["dpo"], ref, held)
+    control = measure_preference(experiment["swapped"], ref, held)
     assert before["margin"] == pytest.approx(0.0, abs=1e-6)
     # 1. reward accuracy and mean margin rise
     assert after["accuracy"] >= 0.75 and after["margin"] > 0.1, after
@@ -229,7 +159,7 @@ def test_dpo_with_accelerate_two_processes(experiment, tmp_path):
     cfg = dpo_config(experiment["sft"], out, experiment["root"] / "dpo.jsonl", max_steps=2)
     accelerate = str(Path(sys.executable).with_name("accelerate"))
     proc = subprocess.run([accelerate, "launch", "--config_file", str(REPO / "configs/accelerate/cpu_2proc.yaml"),
-                           str(DPO), str(write_config(tmp_path / "c.yaml", cfg))], env=subprocess_env(),
+                           str(REPO / "train" / "dpo.py"), str(write_config(tmp_path / "c.yaml", cfg))], env=subprocess_env(),
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert json.loads((out / "run_info.json").read_text())["world_size"] == 2

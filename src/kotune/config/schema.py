@@ -75,7 +75,13 @@ class KotuneArguments:
     )
     max_prompt_length: int | None = field(
         default=None,
-        metadata={"help": "DPO: drop (and count) rows whose prompt is longer than this many tokens."},
+        metadata={"help": "DPO, ORPO, SimPO, KTO, reward model: drop (and count) rows whose prompt is longer than "
+                          "this many tokens."},
+    )
+    reward_funcs: list[str] = field(
+        default_factory=list,
+        metadata={"help": "GRPO: the rewards, by name (exact_answer, hangul_share, speech_level) or as "
+                          "module:function; weigh them with reward_weights."},
     )
     data_cache: bool = field(
         default=True, metadata={"help": "Reuse preprocessed data from $KOTUNE_CACHE_DIR (~/.cache/kotune/data)."}

@@ -155,7 +155,7 @@ def check_config(raw: dict[str, Any], stage: str = "sft", check_paths: bool = Tr
     if isinstance(user.get("resume_from_checkpoint"), bool):  # `true` = the last complete checkpoint in output_dir
         user["resume_from_checkpoint"] = "true" if user["resume_from_checkpoint"] else None
     applied = {}
-    for key, value in TRAINING_DEFAULTS.items():
+    for key, value in {**TRAINING_DEFAULTS, **dict(get_stage(stage).defaults)}.items():
         if key not in user and key in groups["training"]:
             user[key] = applied[key] = value
     for key, value in TRAINING_FORCED.items():
@@ -216,6 +216,19 @@ def build_config(raw: dict[str, Any], stage: str = "sft", source: str = "config"
                      training=args, resolved=resolved, source=source, training_values=training, hardware=hardware)
 
 
+def _check_rewards(names, problems: list[str]) -> None:
+    from kotune.stages.rewards import REWARDS
+
+    if not names:
+        problems.append(f"reward_funcs: required, e.g. [exact_answer] (shipped: {', '.join(REWARDS)}; or "
+                        "module:function for your own)")
+        return
+    for name in names if isinstance(names, list) else []:
+        if isinstance(name, str) and name not in REWARDS and ":" not in name:
+            problems.append(f"reward_funcs: '{name}' is not a shipped reward{suggest(name, set(REWARDS))} "
+                            f"({', '.join(REWARDS)}); write module:function for your own")
+
+
 def _cross_check(user: dict, model: dict, train: dict, stage: str, problems: list[str], check_paths: bool) -> None:
     """Combinations that cannot work, each with the setting that fixes it."""
     if model.get("load_in_4bit") and model.get("load_in_8bit"):
@@ -252,6 +265,8 @@ def _cross_check(user: dict, model: dict, train: dict, stage: str, problems: lis
             users = stages_with(key)
             problems.append(f"{key}: only used by {', '.join(s.upper() for s in users)} "
                             f"({', '.join(get_stage(s).entry_script for s in users)}); {stage} does not read it")
+    if "reward_funcs" in get_stage(stage).kotune_keys:
+        _check_rewards(user.get("reward_funcs"), problems)
     mpl = user.get("max_prompt_length")
     if "max_prompt_length" in get_stage(stage).kotune_keys and isinstance(mpl, int) and train.get("max_length") \
             and mpl >= train["max_length"]:

@@ -139,8 +139,56 @@ def preference_to_record(row: dict) -> tuple[dict | None, str | None]:
     return {"prompt": prompt, **answers}, None
 
 
+def _label(label) -> bool | None:
+    """A KTO label: a bool, 1/0, or "true"/"false"; None for anything else."""
+    if isinstance(label, bool):
+        return label
+    if isinstance(label, str) and label.strip().lower() in ("true", "false"):
+        return label.strip().lower() == "true"
+    if isinstance(label, (int, float)) and label in (0, 1):
+        return bool(label)
+    return None
+
+
+def unpaired_to_record(row: dict) -> tuple[dict | None, str | None]:
+    """`{prompt, completion, label}` (KTO's unpaired rows, as in trl-lib/kto-mix-14k): prompt and completion as text
+    or message lists, label true (desirable) or false. Labels 1/0 and "true"/"false" are read as such; anything else
+    drops the row, never a guess."""
+    prompt, bad = _turns(row.get("prompt"), "prompt")
+    if bad:
+        return None, bad
+    if prompt[-1]["role"] != "user":
+        return None, "prompt does not end with a user turn"
+    turns, bad = _turns(row.get("completion"), "completion")
+    if bad:
+        return None, bad
+    value = _label(row.get("label"))
+    if value is None:
+        return None, "label is not true/false" if row.get("label") is not None else "missing label"
+    return {"prompt": prompt, "completion": turns[-1]["content"], "label": value}, None
+
+
+def prompt_to_record(row: dict) -> tuple[dict | None, str | None]:
+    """`{prompt, answer?, speech_level?}` (GRPO's prompts): the prompt as text or messages; `answer`, the known final
+    answer a reward can check; `speech_level`, the register asked for (합쇼체 or 해요체). Other columns are kept for
+    reward functions that read them."""
+    prompt, bad = _turns(row.get("prompt"), "prompt")
+    if bad:
+        return None, bad
+    if prompt[-1]["role"] != "user":
+        return None, "prompt does not end with a user turn"
+    extra = {k: v for k, v in row.items() if k != "prompt"}
+    if "answer" in extra and not isinstance(extra["answer"], (str, int, float)):
+        return None, "answer is not text or a number"
+    if "answer" in extra:
+        extra["answer"] = str(extra["answer"]).strip()
+    if extra.get("speech_level") not in (None, "합쇼체", "해요체"):
+        return None, "speech_level is not 합쇼체 or 해요체"
+    return {"prompt": prompt, **extra}, None
+
+
 # name -> converter; a stage says which names it reads (kotune.stages.registry).
 CONVERTERS = {"instruction": instruction_to_messages, "chat": chat_to_messages, "sharegpt": sharegpt_to_messages,
-              "preference": preference_to_record}
+              "preference": preference_to_record, "unpaired": unpaired_to_record, "prompt": prompt_to_record}
 
 FORMAT_NAMES = tuple(CONVERTERS)

@@ -1,4 +1,5 @@
-"""Preference data for DPO: the same sources and mixture as SFT, tokenized the way SFT tokenized its prompts.
+"""Preference pairs for DPO, ORPO, SimPO and the reward model: the same sources and mixture as SFT, tokenized the
+way SFT tokenized its prompts.
 
 Each row becomes `prompt_ids` (exactly the generation prompt inference sends), `chosen_ids` and `rejected_ids`
 (answer + EOS, tokenized apart from the prompt). Rows are dropped and counted when an answer is empty, when
@@ -16,7 +17,8 @@ from kotune.data.mixture import draw, drop, shuffled, source_report
 from kotune.errors import KotuneError
 
 
-def _split(ids: list[int], labels: list[int]) -> tuple[list[int], list[int]]:
+def split_prompt(ids: list[int], labels: list[int]) -> tuple[list[int], list[int]]:
+    """(prompt ids, answer ids) of an encoded conversation whose last turn alone is trained."""
     n = next(i for i, x in enumerate(labels) if x != -100)
     return ids[:n], ids[n:]
 
@@ -30,16 +32,24 @@ def build_preference_data(mixture: DatasetMixture, tokenizer, max_length: int | 
         if src.format != "preference":
             raise KotuneError(f"dataset '{src.id}': preference training needs format: preference "
                               f"({{prompt, chosen, rejected}}), not '{src.format}'")
+    return assemble(mixture, strict, eval_split_size, "preference dataset",
+                    lambda drawn, report: encode_pairs(drawn, tokenizer, max_length, max_prompt_length, strict, report))
+
+
+def assemble(mixture: DatasetMixture, strict: bool, eval_split_size: float | None, what: str, encode,
+             ) -> tuple[Dataset, Dataset | None, dict]:
+    """Draw the mixture, encode the training and eval picks with `encode(drawn, report) -> columns`, shuffle the
+    training rows with the mixture's RNG: (train, eval or None, report per source, eval counts under 'eval')."""
     rng, drawn, held = draw(mixture, strict, eval_split_size)
     report: dict = {}
-    columns = _encode_pairs(drawn, tokenizer, max_length, max_prompt_length, strict, report)
-    order = shuffled(len(columns["prompt_ids"]), report, rng, "preference dataset")
+    columns = encode(drawn, report)
+    order = shuffled(len(next(iter(columns.values()))), report, rng, what)
     train = Dataset.from_dict({k: [v[i] for i in order] for k, v in columns.items()})
     if not held:
         return train, None, report
     eval_report: dict = {}
-    evals = _encode_pairs(held, tokenizer, max_length, max_prompt_length, strict, eval_report)
-    if not evals["prompt_ids"]:
+    evals = encode(held, eval_report)
+    if not next(iter(evals.values())):
         raise KotuneError("the eval split is empty after filtering: " + "; ".join(
             f"{k}: dropped {v['dropped'] or 'none'}" for k, v in eval_report.items()))
     for sid, entry in eval_report.items():
@@ -47,7 +57,7 @@ def build_preference_data(mixture: DatasetMixture, tokenizer, max_length: int | 
     return train, Dataset.from_dict(evals), report
 
 
-def _encode_pairs(drawn, tokenizer, max_length, max_prompt_length, strict, report: dict) -> dict[str, list]:
+def encode_pairs(drawn, tokenizer, max_length, max_prompt_length, strict, report: dict) -> dict[str, list]:
     """Prompt, chosen and rejected ids of each pick (prompt and answers tokenized apart, as SFT does)."""
     columns: dict[str, list] = {"prompt_ids": [], "chosen_ids": [], "rejected_ids": []}
     for rows, picks in drawn:
@@ -59,8 +69,8 @@ def _encode_pairs(drawn, tokenizer, max_length, max_prompt_length, strict, repor
         encoded = encode_conversations(tokenizer, convs)
         used = 0
         for k, pick in enumerate(picks):
-            prompt, chosen = _split(*encoded[2 * k])
-            _, rejected = _split(*encoded[2 * k + 1])
+            prompt, chosen = split_prompt(*encoded[2 * k])
+            _, rejected = split_prompt(*encoded[2 * k + 1])
             reason = None
             if max_prompt_length is not None and len(prompt) > max_prompt_length:
                 reason = "prompt longer than max_prompt_length"

@@ -71,9 +71,11 @@ def load_model(model_args, training_args, tokenizer, deepspeed_stage: int | None
     return attach_lora(model, model_args, training_args)
 
 
-def load_base(path: str, model_args, training_args, tokenizer, deepspeed_stage: int | None = None):
-    """Weights from `path`, quantized per `model_args`, with the CPU 4-bit fix and the tokenizer's special tokens."""
-    from transformers import AutoModelForCausalLM
+def load_base(path: str, model_args, training_args, tokenizer, deepspeed_stage: int | None = None,
+              reward_head: bool = False):
+    """Weights from `path`, quantized per `model_args`, with the CPU 4-bit fix and the tokenizer's special tokens.
+    `reward_head`: a sequence-classification model with one output (a reward model's score head, new if absent)."""
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
     quant = quantization_config(model_args)
     dtype = model_args.dtype if model_args.dtype in (None, "auto") else DTYPES[model_args.dtype]
@@ -87,8 +89,11 @@ def load_base(path: str, model_args, training_args, tokenizer, deepspeed_stage: 
         kwargs["quantization_config"] = quant
         if deepspeed_stage != 3:  # peft#1550: ZeRO-3 places the shards itself
             kwargs["device_map"] = {"": local_device(training_args)}
+    if reward_head:
+        kwargs.update(num_labels=1, pad_token_id=tokenizer.pad_token_id)
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+        model = (AutoModelForSequenceClassification if reward_head else AutoModelForCausalLM).from_pretrained(
+            path, **kwargs)
     except (OSError, ValueError) as err:
         raise hub_error(path, err) from None
 

@@ -26,13 +26,16 @@ def prepare_for_adapters(model, model_args, training_args):
     return model
 
 
-def attach_lora(model, model_args, training_args):
-    """A trainable LoRA adapter: the user's targets, else the architecture's (GENERIC: every linear layer)."""
+def attach_lora(model, model_args, training_args, reward_head: bool = False):
+    """A trainable LoRA adapter: the user's targets, else the architecture's (GENERIC: every linear layer).
+    `reward_head`: on a sequence-classification model, whose new score head trains in full beside the adapter."""
     from peft import get_peft_model
 
     spec = spec_for(getattr(model.config, "model_type", None))
     model = prepare_for_adapters(model, model_args, training_args)
     lora = lora_config(model_args, spec.targets())
+    if reward_head:
+        lora.task_type, lora.modules_to_save = "SEQ_CLS", ["score"]
     try:
         model = get_peft_model(model, lora)
     except ValueError as err:

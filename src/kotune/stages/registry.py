@@ -11,6 +11,7 @@ This module imports nothing heavy (no torch, no TRL): a misspelled key must be r
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,7 @@ class Stage:
     kotune_keys: tuple[str, ...] = ()  # kotune fields only this stage reads (e.g. DPO's max_prompt_length)
     reference_copy: bool = False  # full fine-tuning keeps a frozen reference copy of the model (plan counts it)
     evaluates_after: bool = False  # honours eval_tasks at the end of the run
+    defaults: tuple[tuple[str, Any], ...] = ()  # training values this stage sets when the user leaves them unset
 
     @property
     def entry_script(self) -> str:
@@ -61,12 +63,55 @@ register(Stage(
     data_formats=("instruction", "chat", "sharegpt", "kit19/"),
     evaluates_after=True,
 ))
+PAIRWISE = ("preference",)  # {prompt, chosen, rejected}
 register(Stage(
     name="dpo",
-    summary="preference training: kotune dpo CONFIG.yaml [--key=value ...]",
+    summary="preference training (DPO; IPO with loss_type: [ipo]): kotune dpo CONFIG.yaml [--key=value ...]",
     training_config="trl:DPOConfig",
     runner="kotune.stages.dpo:main",
-    data_formats=("preference",),
+    data_formats=PAIRWISE,
     kotune_keys=("max_prompt_length",),
     reference_copy=True,
+))
+register(Stage(
+    name="orpo",
+    summary="SFT + preference in one stage, no reference model (ORPO): kotune orpo CONFIG.yaml [--key=value ...]",
+    training_config="trl.experimental.orpo:ORPOConfig",
+    runner="kotune.stages.orpo:main",
+    data_formats=PAIRWISE,
+    kotune_keys=("max_prompt_length",),
+))
+register(Stage(
+    name="simpo",
+    summary="reference-free preference training (SimPO, or CPO): kotune simpo CONFIG.yaml [--key=value ...]",
+    training_config="trl.experimental.cpo:CPOConfig",
+    runner="kotune.stages.simpo:main",
+    data_formats=PAIRWISE,
+    kotune_keys=("max_prompt_length",),
+    defaults=(("loss_type", "simpo"), ("cpo_alpha", 0.0)),
+))
+register(Stage(
+    name="kto",
+    summary="preference training on unpaired good/bad answers (KTO): kotune kto CONFIG.yaml [--key=value ...]",
+    training_config="trl:KTOConfig",
+    runner="kotune.stages.kto:main",
+    data_formats=("unpaired", "preference"),  # preference pairs are unpaired into one good and one bad row
+    kotune_keys=("max_prompt_length",),
+    reference_copy=True,
+))
+register(Stage(
+    name="rm",
+    summary="a reward model on preference pairs: kotune rm CONFIG.yaml [--key=value ...]",
+    training_config="trl:RewardConfig",
+    runner="kotune.stages.rm:main",
+    data_formats=PAIRWISE,
+    kotune_keys=("max_prompt_length",),
+))
+register(Stage(
+    name="grpo",
+    summary="online RL with verifiable rewards (GRPO): kotune grpo CONFIG.yaml [--key=value ...]",
+    training_config="trl:GRPOConfig",
+    runner="kotune.stages.grpo:main",
+    data_formats=("prompt",),  # {prompt, answer?, speech_level?, ...}: the columns reach the rewards
+    kotune_keys=("reward_funcs",),
 ))
