@@ -172,3 +172,46 @@ def test_sft_help_lists_keys():
     assert proc.returncode == 0
     for key in ("dataset_mixture", "prompt_format", "load_in_4bit", "learning_rate", "packing"):
         assert key in proc.stdout
+
+
+STAGE_CONFIGS = [(stage, p) for stage in ("orpo", "simpo", "kto", "rm", "grpo", "dpo")
+                 for p in sorted((REPO / "configs" / stage).glob("*.yaml"))]
+
+
+@pytest.mark.parametrize("stage,path", STAGE_CONFIGS, ids=lambda x: getattr(x, "name", x))
+def test_shipped_stage_configs_validate_for_their_stage(stage, path: Path):
+    """Every recipe under configs/<stage>/ names its launch line and validates for that stage (and its data shape)."""
+    from kotune.stages.registry import get_stage
+
+    text = path.read_text(encoding="utf-8")
+    assert text.startswith("#") and f"train/{stage}.py" in "".join(text.splitlines()[:5])
+    cfg = build_config(yaml.safe_load(text), stage=stage, source=str(path), check_paths=False)
+    assert all(get_stage(stage).reads_format(s.format) for s in cfg.kotune.dataset_mixture.datasets)
+    if stage == "simpo":
+        assert cfg.training.loss_type == "simpo" and cfg.training.cpo_alpha == 0.0
+
+
+def test_simpo_stage_defaults_to_pure_simpo(tmp_path, tiny_bases):
+    raw = base_config(tiny_bases["gpt_neox"], tmp_path / "out",
+                      dataset_mixture={"datasets": [{"id": str(REPO / "src/kotune/data/sample/preference.jsonl"),
+                                                     "format": "preference"}]})
+    cfg = build_config(raw, stage="simpo", check_paths=False)
+    assert (cfg.training.loss_type, cfg.training.cpo_alpha) == ("simpo", 0.0)
+    cfg = build_config({**raw, "loss_type": "sigmoid", "cpo_alpha": 1.0}, stage="simpo", check_paths=False)
+    assert (cfg.training.loss_type, cfg.training.cpo_alpha) == ("sigmoid", 1.0)  # plain CPO when asked
+
+
+def test_grpo_reward_names_are_checked(tmp_path, tiny_bases):
+    raw = base_config(tiny_bases["gpt_neox"], tmp_path / "out",
+                      dataset_mixture={"datasets": [{"id": str(REPO / "src/kotune/data/sample/prompts.jsonl"),
+                                                     "format": "prompt"}]})
+    raw.pop("max_length")  # not a GRPOConfig field: completions are capped by max_completion_length
+    assert any("reward_funcs: required" in p for p in problems_of(raw, stage="grpo"))
+    problems = problems_of({**raw, "reward_funcs": ["exact_answr"]}, stage="grpo")
+    assert any("'exact_answr' is not a shipped reward" in p and "exact_answer" in p for p in problems), problems
+    from kotune.config.validation import check_config
+
+    assert not check_config({**raw, "reward_funcs": ["exact_answer", "mypkg.rewards:length"]}, "grpo",
+                            check_paths=False)[-1]
+    assert any("reward_funcs: only used by GRPO" in p
+               for p in problems_of({**raw, "reward_funcs": ["exact_answer"]}, stage="sft"))

@@ -2,7 +2,8 @@
 same SFT model as DPO (tests/conftest.py: preference_sft) on the bundled Korean preference sample: polite 합쇼체
 answers chosen, casual 반말 rejected. Each preference method must move the held-out preference the right way while
 a swapped-data control moves it the other way; the reward model must rank held-out pairs above chance; GRPO must
-raise its reward."""
+raise its reward. These experiments are marked slow (`make test-slow`); the default suite trains every stage from a
+base with full weights and runs every demo recipe through `accelerate launch`."""
 
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ def reference(preference_sft):
         preference_sft["sft"], load_for_inference(preference_sft["sft"]), preference_sft["held"])
 
 
+@pytest.mark.slow  # 1-2.5 min per method on 2 cores: `make test-slow`
 @pytest.mark.parametrize("stage", list(STAGE_EXTRA))
 def test_preference_shift_and_swapped_control(stage, preference_sft, reference):
     ref, before = reference
@@ -64,6 +66,7 @@ def test_preference_shift_and_swapped_control(stage, preference_sft, reference):
         assert entry["desirable"] == entry["undesirable"] == len(preference_sft["train"])
 
 
+@pytest.mark.slow
 def test_reward_model_ranks_held_out_pairs(preference_sft):
     """RewardTrainer from the SFT adapter (merged under a new score head): held-out pairwise accuracy above chance
     by a margin, the swapped control below it; the output is a sequence-classification model with the template."""
@@ -71,7 +74,7 @@ def test_reward_model_ranks_held_out_pairs(preference_sft):
 
     from kotune.inference.score import score_rows
 
-    runs = train_both_ways("rm", preference_sft, "rm", num_train_epochs=4, learning_rate=1.0e-3)
+    runs = train_both_ways("rm", preference_sft, "rm", num_train_epochs=8, learning_rate=2.0e-3)
     held = preference_sft["held"]
     rows = [{"prompt": r["prompt"], "answer": a} for r in held for a in (r["chosen"], r["rejected"])]
 
@@ -82,11 +85,15 @@ def test_reward_model_ranks_held_out_pairs(preference_sft):
     trained, control = accuracy(runs["rm"]), accuracy(runs["swapped_rm"])
     assert trained >= 0.75, trained  # chance is 0.5
     assert control <= 0.25, control
-    model = AutoModelForSequenceClassification.from_pretrained(runs["rm"])
-    assert model.config.num_labels == 1
+    from peft import AutoPeftModelForSequenceClassification
+
+    model = AutoPeftModelForSequenceClassification.from_pretrained(runs["rm"], num_labels=1)  # adapter + score head
+    assert type(model.get_base_model()) is AutoModelForSequenceClassification.from_config(
+        model.get_base_model().config).__class__
     assert AutoTokenizer.from_pretrained(runs["rm"]).chat_template  # scored as the policy is prompted
 
 
+@pytest.mark.slow
 def test_grpo_raises_the_speech_level_reward(preference_sft, tmp_path):
     """GRPO from the SFT model (which answers in both registers) with the 합쇼체 speech-level reward: the mean reward
     of the last steps is above that of the first steps."""
@@ -122,3 +129,27 @@ def test_every_stage_trains_from_a_base_with_full_weights(stage, tiny_bases, tmp
     assert run_stage_script(stage, write_config(tmp_path / "c.yaml", cfg)) == 0
     assert json.loads((out / "trainer_state.json").read_text())["global_step"] == 2
     assert (out / "model.safetensors").is_file() and not (out / "adapter_model.safetensors").exists()
+
+
+@pytest.mark.parametrize("stage", ["orpo", "simpo", "kto", "rm", "grpo"])
+def test_demo_recipe_trains_through_accelerate_launch(stage, preference_sft, tmp_path):
+    """`accelerate launch train/<stage>.py configs/<stage>/polyglot-ko-tiny-demo.yaml`, two CPU processes, on the
+    bundled Korean sample, from an SFT output dir (overrides only shorten it)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from conftest import REPO, subprocess_env
+
+    out = tmp_path / "out"
+    accelerate = str(Path(sys.executable).with_name("accelerate"))
+    proc = subprocess.run([accelerate, "launch", "--config_file", str(REPO / "configs/accelerate/cpu_2proc.yaml"),
+                           str(REPO / "train" / f"{stage}.py"), str(REPO / "configs" / stage / "polyglot-ko-tiny-demo.yaml"),
+                           f"--model_name_or_path={preference_sft['sft']}", f"--output_dir={out}", "--max_steps=2",
+                           "--report_to=[]", "--logging_steps=1"],
+                          cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert json.loads((out / "run_info.json").read_text())["world_size"] == 2
+    state = json.loads((out / "trainer_state.json").read_text())
+    assert state["global_step"] == 2 and all(torch.isfinite(torch.tensor(h["loss"])) for h in state["log_history"]
+                                             if "loss" in h)

@@ -60,8 +60,8 @@ def _check_fields(values: dict[str, Any], specs: dict[str, dict], where: str, pr
     return out
 
 
-def _check_ranges(values: dict[str, Any], problems: list[str]) -> None:
-    for key, (low, high, why) in RANGES.items():
+def _check_ranges(values: dict[str, Any], problems: list[str], stage: str = "sft") -> None:
+    for key, (low, high, why) in {**RANGES, **dict(get_stage(stage).ranges)}.items():
         value = values.get(key)
         if not isinstance(value, (int, float)) or isinstance(value, bool):
             continue
@@ -170,7 +170,7 @@ def check_config(raw: dict[str, Any], stage: str = "sft", check_paths: bool = Tr
     model = _check_fields({k: v for k, v in user.items() if k in groups["model"]}, groups["model"], "", problems)
     training = _check_fields({k: v for k, v in user.items() if k in groups["training"]}, groups["training"], "",
                              problems)
-    _check_ranges({**kotune, **model, **training}, problems)
+    _check_ranges({**kotune, **model, **training}, problems, stage)
     _check_eval_split(user, kotune, training, applied, groups["training"], problems)
     _cross_check(user, model, training, stage, problems, check_paths)
     return kotune, mixture, model, training, applied, problems

@@ -51,6 +51,13 @@ def health_metrics(answers: list[str]) -> dict[str, float]:
     return metrics
 
 
+def has_prompts(eval_dataset) -> bool:
+    """Whether eval rows carry prompt ids to answer (SFT and pairwise rows do; reward-model pairs and GRPO's message
+    prompts do not, and a score model cannot generate)."""
+    columns = set(eval_dataset.column_names)
+    return "prompt_ids" in columns or {"input_ids", "labels"} <= columns
+
+
 def eval_prompts(eval_dataset, n: int) -> list[list[int]]:
     """The prompt ids of the first `n` eval examples: everything before the first trained token (SFT rows) or the
     `prompt_ids` column (preference rows)."""

@@ -36,7 +36,9 @@ def eval_callbacks(cfg: RunConfig, tokenizer, eval_dataset) -> list:
     kot, callbacks = cfg.kotune, []
     if eval_dataset is None:
         return callbacks
-    if kot.answer_health_prompts:
+    from kotune.stages.answer_health import has_prompts
+
+    if kot.answer_health_prompts and has_prompts(eval_dataset):
         from kotune.stages.answer_health import AnswerHealth, eval_prompts
 
         callbacks.append(AnswerHealth(tokenizer, eval_prompts(eval_dataset, kot.answer_health_prompts)))

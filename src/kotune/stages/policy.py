@@ -48,7 +48,7 @@ def load_policy(model_args, training_args, tokenizer, reference: bool, stage: st
         logger.info("%s: continuing the SFT adapter %s%s", name, path,
                     "; reference = the same adapter, frozen as 'ref'" if reference else "")
         return model, None
-    merged = PeftModel.from_pretrained(model, path).merge_and_unload()
+    merged = PeftModel.from_pretrained(model, path).merge_and_unload().requires_grad_(True)  # loading froze it
     logger.info("%s: SFT adapter merged into %s for full fine-tuning%s", name, base_path,
                 " against a frozen copy (2x memory)" if reference else "")
     return merged, (_frozen_copy(merged) if reference else None)

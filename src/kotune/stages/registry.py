@@ -27,6 +27,7 @@ class Stage:
     reference_copy: bool = False  # full fine-tuning keeps a frozen reference copy of the model (plan counts it)
     evaluates_after: bool = False  # honours eval_tasks at the end of the run
     defaults: tuple[tuple[str, Any], ...] = ()  # training values this stage sets when the user leaves them unset
+    ranges: tuple[tuple[str, tuple], ...] = ()  # this stage's own bounds for a key (config.schema.RANGES' layout)
 
     @property
     def entry_script(self) -> str:
@@ -114,4 +115,5 @@ register(Stage(
     runner="kotune.stages.grpo:main",
     data_formats=("prompt",),  # {prompt, answer?, speech_level?, ...}: the columns reach the rewards
     kotune_keys=("reward_funcs",),
+    ranges=(("beta", ([0], None, "the KL weight; 0 (TRL's default) means no reference model")),),
 ))

@@ -28,7 +28,7 @@ def joined_pairs(cfg, tokenizer):
 
 def reward_model(cfg, tokenizer) -> dict:
     """The score model from a base, a merged/full model, or an SFT adapter dir (merged into its base first)."""
-    from peft import PeftModel
+    from peft import PeftConfig, PeftModel
 
     from kotune.models.adapter_dirs import adapter_base
     from kotune.models.loading import load_base
@@ -39,7 +39,9 @@ def reward_model(cfg, tokenizer) -> dict:
     base_path = adapter_base(path)
     model = load_base(base_path or path, m, args, tokenizer, reward_head=True)
     if base_path is not None:  # an SFT adapter: its weights merged into the backbone under the new score head
-        model = PeftModel.from_pretrained(model, path).merge_and_unload()
+        adapter = PeftConfig.from_pretrained(path)
+        adapter.task_type = None  # the LoRA weights only, not PEFT's causal-LM wrapper (a score model has no generate)
+        model = PeftModel.from_pretrained(model, path, config=adapter).merge_and_unload().requires_grad_(True)
     return {"model": attach_lora(model, m, args, reward_head=True) if m.use_peft else model}
 
 

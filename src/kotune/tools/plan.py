@@ -84,6 +84,9 @@ def count_parameters(config, model_args) -> Counts:
     return Counts(total, quantizable, trainable, largest)
 
 
+PROMPT_TOKENS = 512  # GRPO's prompt length when planning (its config caps only the completion)
+
+
 def estimate(cfg, counts: Counts, config, gpus: int, deepspeed=None) -> dict:
     """Bytes per GPU and on the host, term by term. `deepspeed`: the DeepSpeed config (path or dict), if any."""
     m, t = cfg.model, cfg.training
@@ -126,7 +129,7 @@ def estimate(cfg, counts: Counts, config, gpus: int, deepspeed=None) -> dict:
 
     text = config.get_text_config()  # image-text models (Gemma-3) keep the language model's sizes there
     h, layers = text.hidden_size, text.num_hidden_layers
-    tokens = t.per_device_train_batch_size * (t.max_length or 1024)
+    tokens = t.per_device_train_batch_size * sequence_length(t)
     if t.gradient_checkpointing:
         # the input of every layer kept (16-bit), plus one layer recomputed in full
         activations = tokens * h * 2 * layers + tokens * h * 34
@@ -137,7 +140,17 @@ def estimate(cfg, counts: Counts, config, gpus: int, deepspeed=None) -> dict:
     return {"weights": weights, "gradients": grads, "optimizer": optimizer + master, "activations": activations,
             "logits": logits, "overhead": CONTEXT_OVERHEAD, "per_gpu": per_gpu, "host": host, "zero_stage": stage,
             "tokens_per_step": t.per_device_train_batch_size * t.gradient_accumulation_steps * gpus
-            * (t.max_length or 1024)}
+            * sequence_length(t)}
+
+
+def sequence_length(t) -> int:
+    """Tokens per sequence: max_length, or for GRPO (which has none) a 512-token prompt plus max_completion_length;
+    1024 when unset."""
+    if getattr(t, "max_length", None):
+        return t.max_length
+    if getattr(t, "max_completion_length", None):
+        return PROMPT_TOKENS + t.max_completion_length
+    return 1024
 
 
 def deepspeed_cross_check(counts: Counts, gpus: int, stage: int | None) -> str | None:
@@ -230,6 +243,8 @@ def run_plan(argv: list[str], gpus: int = 1, gpu_mem: str | None = None, stage: 
         lines.append(f"{stage.upper()} with use_peft: false keeps a frozen reference copy: weights counted twice")
     elif get_stage(stage).reference_copy:
         lines.append(f"{stage.upper()} with LoRA: the reference is the adapter-disabled model, no second copy")
+    elif not get_stage(stage).reads_format("instruction"):
+        lines.append(f"{stage.upper()} is reference-free here: one copy of the weights")
     check = deepspeed_cross_check(counts, gpus, est["zero_stage"]) if not m.use_peft else None
     if check:
         lines += ["DeepSpeed's estimate of model states (full fine-tuning, fp16 params + Adam):", check]
