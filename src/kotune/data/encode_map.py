@@ -17,7 +17,9 @@ import pickle
 import uuid
 from typing import Callable
 
+import pyarrow as pa
 from datasets import Dataset, Features, List, Value
+from datasets.table import InMemoryTable
 
 logger = logging.getLogger(__name__)
 
@@ -91,13 +93,13 @@ def encode_picks(drawn, encode_source: Callable, n_variants: int, num_proc: int,
     reason a pick was dropped (or None) and whether it was truncated. `encode_source(render, templated, records,
     keys, n_variants=..., **settings)` yields (variants | None, reason | None, truncated) per pick."""
     jobs = [(rows.to_messages, rows.templated) for rows, _ in drawn]
-    with paused_gc():
-        table = Dataset.from_dict({
-            "source": [s for s, (_, picks) in enumerate(drawn) for _ in picks],
-            "record": [pickle.dumps(rows.records[p.index], protocol=pickle.HIGHEST_PROTOCOL)
-                       for rows, picks in drawn for p in picks],
-            "key": [p.key for _, picks in drawn for p in picks],
-        }, features=Features({"source": Value("int32"), "record": Value("binary"), "key": Value("string")}))
+    with paused_gc():  # straight to Arrow: from_dict's feature encoding of 100K pickles costs seconds
+        table = Dataset(InMemoryTable(pa.table({
+            "source": pa.array([s for s, (_, picks) in enumerate(drawn) for _ in picks], pa.int32()),
+            "record": pa.array([pickle.dumps(rows.records[p.index], protocol=pickle.HIGHEST_PROTOCOL)
+                                for rows, picks in drawn for p in picks], pa.binary()),
+            "key": pa.array([p.key for _, picks in drawn for p in picks], pa.string()),
+        })))
     if not len(table):  # map() on no rows never calls the function, so it would not add the columns
         return Dataset.from_dict({name: [] for name in output_features(n_variants)}, features=output_features(n_variants))
     num_proc = min(num_proc, len(table))
