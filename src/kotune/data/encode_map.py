@@ -103,11 +103,27 @@ def encode_picks(drawn, encode_source: Callable, n_variants: int, num_proc: int,
     if not len(table):  # map() on no rows never calls the function, so it would not add the columns
         return Dataset.from_dict({name: [] for name in output_features(n_variants)}, features=output_features(n_variants))
     num_proc = min(num_proc, len(table))
-    if num_proc > 1:
-        # workers are forked: a Rust tokenizer already used here would warn, then run single-threaded anyway
-        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     fn_kwargs = {"jobs": jobs, "encode_source": encode_source, "n_variants": n_variants, "settings": settings}
-    return table.map(_encode_batch, batched=True, batch_size=1000, num_proc=num_proc if num_proc > 1 else None,
-                     fn_kwargs=fn_kwargs, remove_columns=table.column_names, features=output_features(n_variants),
-                     new_fingerprint=uuid.uuid4().hex,  # in memory, never reused: skip hashing the tokenizer
-                     desc=f"tokenizing ({num_proc} process{'es' if num_proc > 1 else ''})")
+    with single_threaded_tokenizers(num_proc > 1):
+        return table.map(_encode_batch, batched=True, batch_size=1000, num_proc=num_proc if num_proc > 1 else None,
+                         fn_kwargs=fn_kwargs, remove_columns=table.column_names, features=output_features(n_variants),
+                         new_fingerprint=uuid.uuid4().hex,  # in memory, never reused: skip hashing the tokenizer
+                         desc="tokenizing")
+
+
+@contextlib.contextmanager
+def single_threaded_tokenizers(forking: bool):
+    """Forked workers tokenize on one thread each: a Rust thread pool used before the fork does not survive it
+    (the tokenizers library warns, or with TOKENIZERS_PARALLELISM=true can hang), and the processes fill the cores."""
+    if not forking:
+        yield
+        return
+    before = os.environ.get("TOKENIZERS_PARALLELISM")
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("TOKENIZERS_PARALLELISM", None)
+        else:
+            os.environ["TOKENIZERS_PARALLELISM"] = before
