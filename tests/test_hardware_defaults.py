@@ -8,7 +8,7 @@ import logging
 
 from conftest import base_config, run_sft_inprocess, write_config
 from kotune.config import build_config
-from kotune.config.hardware import native_cpu_bf16
+from kotune.config.hardware import checkpointing_from_plan, native_cpu_bf16
 
 
 def unset(raw: dict) -> dict:
@@ -38,3 +38,26 @@ def test_the_choice_is_recorded_in_run_info(tmp_path, tiny_bases):
                                                                                   max_steps=2)))) == 0
     precision = json.loads((out / "run_info.json").read_text())["precision"]
     assert precision["bf16"] is native_cpu_bf16() and precision["precision"] and precision["gradient_checkpointing"]
+
+
+def test_checkpointing_on_a_gpu_only_when_the_plan_does_not_fit_without_it():
+    """The decision of a GPU run with gradient_checkpointing unset, from given plan numbers (no GPU needed)."""
+    gib = 1024**3
+    on, why = checkpointing_from_plan(without=30 * gib, with_=12 * gib, device_bytes=80 * gib)
+    assert on is False and "30.0 GiB per GPU without it, 12.0 GiB with it" in why and "80.0 GiB" in why
+    on, why = checkpointing_from_plan(without=75 * gib, with_=40 * gib, device_bytes=80 * gib)
+    assert on is True and why.startswith("on: the run does not fit without it")  # 75 > 90% of 80
+    on, why = checkpointing_from_plan(without=200 * gib, with_=100 * gib, device_bytes=80 * gib)
+    assert on is True and "may not fit with it either" in why
+
+
+def test_the_plan_numbers_differ_with_and_without_checkpointing(tmp_path, tiny_bases):
+    """What the GPU decision compares: kotune plan's estimator for this run, with and without checkpointing."""
+    from kotune.models.memory import count_parameters, estimate, model_config
+
+    cfg = build_config({**base_config(tiny_bases["gpt_neox"], tmp_path / "o"), "max_length": 512})
+    config = model_config(cfg.model.model_name_or_path)
+    counts = count_parameters(config, cfg.model)
+    without, with_ = (estimate(cfg, counts, config, 1, checkpointing=c) for c in (False, True))
+    assert without["activations"] > with_["activations"] and without["per_gpu"] > with_["per_gpu"]
+    assert without["weights"] == with_["weights"]

@@ -84,3 +84,25 @@ def test_bfd_bins_restart_positions_and_mask_first_tokens(tiny_bases):
 def test_useful_fraction():
     assert useful_fraction([10, 2, 8, 8], 2, "padded") == pytest.approx(28 / 36)
     assert useful_fraction([10, 2, 8, 8], 2, "padding_free") == 1.0
+
+
+def test_padding_free_collator_matches_trls_batch():
+    """kotune's faster padding-free collator builds exactly TRL's tensors: keys, values and dtypes."""
+    import random
+
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    from kotune.data.packing import PaddingFreeCollator
+
+    rng = random.Random(0)
+    examples = [{"input_ids": [rng.randrange(3, 500) for _ in range(rng.randrange(1, 40))]} for _ in range(7)]
+    for ex in examples[:5]:
+        ex["labels"] = [-100] * min(2, len(ex["input_ids"])) + ex["input_ids"][2:]
+    ours = PaddingFreeCollator()(examples)
+    trl = DataCollatorForLanguageModeling(pad_token_id=0, padding_free=True)(examples)
+    assert ours.keys() == trl.keys()
+    for key, value in trl.items():
+        if isinstance(value, torch.Tensor):
+            assert ours[key].dtype == value.dtype and torch.equal(ours[key], value), key
+        else:
+            assert ours[key] == value, key

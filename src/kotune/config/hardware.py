@@ -5,7 +5,8 @@ no AMX) torch emulates bf16, and training runs about 8x slower than fp32 (23.7 s
 here); checkpointing recomputes activations that fit anyway. So:
 - bf16 where the device computes it natively (a CUDA GPU with bf16, a CPU with AVX512-BF16 or AMX), fp16 on a
   CUDA GPU without bf16, fp32 otherwise;
-- gradient checkpointing off on the CPU; on a GPU, TRL's default (on) stands.
+- gradient checkpointing off on the CPU; on a GPU, on only when the memory plan (`kotune plan`'s estimate) of this
+  run does not fit in the GPU's memory without it: decided at the start of the run (`checkpointing_from_plan`).
 An explicit `bf16`/`fp16`/`gradient_checkpointing` wins, with a warning when bf16 will be emulated.
 """
 
@@ -17,6 +18,10 @@ from pathlib import Path
 import torch
 
 logger = logging.getLogger("kotune.config")
+
+PLAN_DECIDES = "from the memory plan at the start of the run"
+HEADROOM = 0.9  # of the GPU's memory: the plan is an estimate, and the allocator fragments
+GiB = 1024**3
 
 
 def native_cpu_bf16() -> bool:
@@ -54,12 +59,29 @@ def hardware_defaults(training: dict) -> tuple[dict, dict[str, str]]:
         if training.get("bf16") and not cuda and not native_cpu_bf16():
             logger.warning("bf16=true on a CPU without native bf16 (AVX512-BF16/AMX): torch emulates it, about 8x "
                            "slower than fp32 here; leave bf16 unset to train in fp32")
-    if "gradient_checkpointing" not in training:
+    if "gradient_checkpointing" not in training and "activation_checkpointing" not in training:
         if not cuda:
             set_here["gradient_checkpointing"] = False
             reasons["gradient_checkpointing"] = "off: on the CPU activations fit in host memory"
         else:
-            reasons["gradient_checkpointing"] = "on: TRL's default on a GPU"
+            reasons["gradient_checkpointing"] = PLAN_DECIDES  # stages.common.checkpointing_from_memory_plan
     else:
         reasons["gradient_checkpointing"] = "as configured"
     return set_here, reasons
+
+
+def checkpointing_from_plan(without: float, with_: float, device_bytes: float) -> tuple[bool, str]:
+    """(gradient checkpointing on?, why): on only when the plan without it exceeds HEADROOM of the GPU's memory.
+
+    >>> checkpointing_from_plan(30 * GiB, 20 * GiB, 80 * GiB)[0], checkpointing_from_plan(75 * GiB, 40 * GiB, 80 * GiB)[0]
+    (False, True)
+    """
+    budget = device_bytes * HEADROOM
+    numbers = (f"memory plan {without / GiB:.1f} GiB per GPU without it, {with_ / GiB:.1f} GiB with it; the GPU has "
+               f"{device_bytes / GiB:.1f} GiB, {100 * HEADROOM:.0f}% of it is {budget / GiB:.1f} GiB")
+    if without <= budget:
+        return False, f"off: the run fits without recomputing activations ({numbers})"
+    if with_ <= budget:
+        return True, f"on: the run does not fit without it ({numbers})"
+    return True, (f"on: the run does not fit without it, and may not fit with it either ({numbers}); lower "
+                  "per_device_train_batch_size or max_length, use load_in_4bit, or shard with ZeRO-3")

@@ -26,8 +26,9 @@ def _render_fast(tokenizer, messages: list[dict], add_generation_prompt: bool) -
 def _token_ids(tokenizer, texts: list[str]) -> list[list[int]]:
     """Ids of each text, no special tokens added; straight from the Rust tokenizer when there is one."""
     backend = getattr(tokenizer, "backend_tokenizer", None) if getattr(tokenizer, "is_fast", False) else None
-    if backend is not None:
-        return [e.ids for e in backend.encode_batch(texts, add_special_tokens=False)]
+    if backend is not None:  # encode_batch_fast: the same ids without computing offsets (about 15% faster)
+        encode = getattr(backend, "encode_batch_fast", backend.encode_batch)
+        return [e.ids for e in encode(texts, add_special_tokens=False)]
     return tokenizer(texts, add_special_tokens=False)["input_ids"]
 
 

@@ -8,6 +8,7 @@ the loss never predicts one example from another. `packing_strategy: bfd` (expli
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 
@@ -45,9 +46,37 @@ def collator(tokenizer, mode: str):
             [8, 9, 0]]), tensor([[1, 1, 1],
             [1, 1, 0]]))
     """
+    if mode == "padding_free":
+        return PaddingFreeCollator()
     from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
     return DataCollatorForLanguageModeling(pad_token_id=tokenizer.pad_token_id, padding_free=mode != "padded")
+
+
+class PaddingFreeCollator:
+    """TRL's padding-free batch, the same keys, values and dtypes (a test holds it to TRL's), built without the
+    per-batch `repeat_interleave` that took 15 of TRL's 16 ms per batch of 8 examples here: collation runs in the
+    training loop, between steps.
+
+    >>> row = PaddingFreeCollator()([{"input_ids": [5, 6, 7], "labels": [-100, 6, 7]}, {"input_ids": [8, 9]}])
+    >>> row["labels"], row["cu_seq_lens_q"], row["max_length_q"], row["seq_idx"]
+    (tensor([[-100,    6,    7, -100,    9]]), tensor([0, 3, 5], dtype=torch.int32), 3, tensor([[0, 0, 0, 1, 1]], dtype=torch.int32))
+    """
+
+    def __call__(self, examples: list[dict]) -> dict:
+        import torch
+
+        lengths = [len(ex["input_ids"]) for ex in examples]
+        input_ids = torch.cat([torch.tensor(ex["input_ids"]) for ex in examples])[None]
+        labels = torch.cat([torch.tensor(ex.get("labels", ex["input_ids"])) for ex in examples])[None]
+        position_ids = torch.cat([torch.arange(n) for n in lengths])[None]
+        starts = position_ids[0] == 0
+        labels[0, starts] = -100  # the first token of an example is never predicted from the previous one
+        cu_seq_lens = torch.tensor([0, *itertools.accumulate(lengths)], dtype=torch.int32)
+        return {"input_ids": input_ids, "labels": labels, "position_ids": position_ids,
+                "cu_seq_lens_q": cu_seq_lens, "cu_seq_lens_k": cu_seq_lens,
+                "max_length_q": max(lengths), "max_length_k": max(lengths),
+                "seq_idx": (starts.cumsum(0) - 1).to(torch.int32)[None]}
 
 
 def bfd_pack(dataset: Dataset, max_length: int) -> Dataset:

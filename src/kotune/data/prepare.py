@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from kotune.data.cache import cached_build
+from kotune.data.encode_map import paused_gc
 from kotune.data.epochs import epochs_needed
 from kotune.data.sft_dataset import build_sft_data
 
@@ -22,10 +23,12 @@ def prepare_sft_data(cfg, tokenizer):
                    args.gradient_accumulation_steps, args.world_size],
     }
 
-    def build():
-        return build_sft_data(kot.dataset_mixture, tokenizer, args.max_length, overlong=kot.overlong,
-                              strict=kot.strict, variants_for=lambda n: epochs_needed(n, args),
-                              last_turn_only=kot.train_on_turns == "last", eval_split_size=kot.eval_split_size)
+    def build():  # dataset_num_proc only changes how fast: it is not part of the cache key
+        with paused_gc():
+            return build_sft_data(kot.dataset_mixture, tokenizer, args.max_length, overlong=kot.overlong,
+                                  strict=kot.strict, variants_for=lambda n: epochs_needed(n, args),
+                                  last_turn_only=kot.train_on_turns == "last", eval_split_size=kot.eval_split_size,
+                                  num_proc=getattr(args, "dataset_num_proc", None))
 
     with args.main_process_first(desc="preparing data"):
         return cached_build(build, kot.dataset_mixture, tokenizer, settings, enabled=kot.data_cache)

@@ -22,6 +22,11 @@ logger = logging.getLogger(__name__)
 FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
 
 
+def as_is(record, key: str, epoch: int):
+    """An instruction or chat record is its own conversation."""
+    return record
+
+
 @dataclass
 class SourceRows:
     """Usable records of one source, with what was dropped and why.
@@ -34,7 +39,7 @@ class SourceRows:
     records: list
     available: int
     dropped: Counter = field(default_factory=Counter)
-    to_messages: Callable = field(default=lambda record, key, epoch: record)
+    to_messages: Callable = field(default=as_is)
     templated: bool = False
     requested: int = 0  # rows the mixture drew from this source (its weight's share)
     answer_of: Callable = field(default=lambda record: None)  # a labelled task's answer, for the label report
@@ -103,7 +108,7 @@ def load_source(source: DatasetSource, strict: bool = False, seed: int = 42) -> 
     result = SourceRows(source=source, records=[], available=len(table))
     if task is not None:
         result.templated = True
-        result.to_messages = _kit19_renderer(task, seed)
+        result.to_messages = Kit19Renderer(source.format.split("/", 1)[1], seed)
         result.answer_of = task.answer
     for index, row in enumerate(table):
         if task is not None:
@@ -123,13 +128,21 @@ def load_source(source: DatasetSource, strict: bool = False, seed: int = 42) -> 
     return result
 
 
-def _kit19_renderer(task, seed: int) -> Callable:
-    from kotune.data.kit19 import template_index
+class Kit19Renderer:
+    """A KIT-19 row → a conversation with the template drawn for (seed, task, key, epoch). Pickles as its task's name
+    and seed (the compiled templates are reloaded from the registry), so tokenizing workers can receive it."""
 
-    def to_messages(row: dict, key: str, epoch: int) -> list[dict]:
-        instruction, input_text, output = task.render(row, template_index(seed, task.name, key, epoch,
-                                                                            len(task.templates)))
+    def __init__(self, task_name: str, seed: int):
+        self.task_name, self.seed = task_name, seed
+
+    def __getstate__(self):
+        return {"task_name": self.task_name, "seed": self.seed}
+
+    def __call__(self, row: dict, key: str, epoch: int) -> list[dict]:
+        from kotune.data.kit19 import load_task, template_index
+
+        task = load_task(self.task_name)
+        instruction, input_text, output = task.render(row, template_index(self.seed, task.name, key, epoch,
+                                                                          len(task.templates)))
         return [{"role": "user", "content": join_instruction(instruction, input_text)},
                 {"role": "assistant", "content": output.strip()}]
-
-    return to_messages

@@ -18,6 +18,7 @@ def preflight(cfg: RunConfig) -> str | None:
     """The start of a run, on every rank before any rank writes: DeepSpeed's process group (if any), the output-dir
     and resume checks, and an eval baseline that must be reachable. Returns the checkpoint to resume."""
     start(cfg)
+    checkpointing_from_memory_plan(cfg)
     args = cfg.training
     resume = resolve_resume(args.output_dir, args.resume_from_checkpoint) if args.resume_from_checkpoint else None
     check_output_dir(args.output_dir, cfg.kotune.overwrite_output_dir, resuming=resume is not None)
@@ -28,6 +29,37 @@ def preflight(cfg: RunConfig) -> str | None:
     if resume:
         logger.info("resuming from %s", resume)
     return resume
+
+
+def checkpointing_from_memory_plan(cfg: RunConfig) -> None:
+    """On a GPU with gradient_checkpointing unset: on only if the memory plan of this run (its model, batch,
+    max_length, precision, LoRA, ZeRO, GPUs) does not fit in the GPU's memory without it. Logged with the numbers and
+    recorded in run_info.json; the plan failing (no config offline) leaves TRL's default, on."""
+    from kotune.config.hardware import PLAN_DECIDES, checkpointing_from_plan
+
+    if cfg.hardware.get("gradient_checkpointing") != PLAN_DECIDES:
+        return
+    import torch
+
+    from kotune.models.memory import count_parameters, estimate, model_config
+    from kotune.stages.registry import get_stage
+
+    try:
+        config = model_config(cfg.model.model_name_or_path)
+        counts = count_parameters(config, cfg.model)
+        reference_copy = get_stage(cfg.stage).reference_copy and not cfg.model.use_peft
+        without, with_ = (estimate(cfg, counts, config, max(1, cfg.training.world_size),
+                                   cfg.training_values.get("deepspeed"), reference_copy=reference_copy,
+                                   checkpointing=on)["per_gpu"] for on in (False, True))
+    except Exception as err:  # the plan is advice: a model it cannot read keeps TRL's default
+        on, why = True, f"on: TRL's default (the memory plan failed: {type(err).__name__}: {err})"
+    else:
+        device = torch.cuda.current_device()
+        on, why = checkpointing_from_plan(without, with_, torch.cuda.get_device_properties(device).total_memory)
+    cfg.training.gradient_checkpointing = cfg.training.activation_checkpointing = on  # 5.x: the old name mirrors
+    cfg.training_values["gradient_checkpointing"] = cfg.resolved["gradient_checkpointing"] = on
+    cfg.hardware["gradient_checkpointing"] = why
+    logger.info("gradient_checkpointing: %s", why)
 
 
 def eval_callbacks(cfg: RunConfig, tokenizer, eval_dataset) -> list:

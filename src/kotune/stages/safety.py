@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import re
 import signal
 from pathlib import Path
 
+import torch
 from transformers import TrainerCallback
 
 from kotune.errors import KotuneError
@@ -20,7 +20,7 @@ _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
 
 class NonFiniteLossError(RuntimeError):
-    """Raised inside training when a loss is NaN or inf; the optimizer step never runs."""
+    """Raised inside training when a loss was NaN or inf, before any log, evaluation or save that follows it."""
 
 
 def complete_checkpoints(output_dir: str | Path) -> list[Path]:
@@ -95,19 +95,59 @@ class SigtermCheckpoint(TrainerCallback):
 
 
 class NonFiniteLossGuard:
-    """Trainer mixin: check every micro-step's loss before the optimizer can apply it.
+    """Trainer mixin: stop on a non-finite loss before anything is logged, evaluated or saved from it.
 
-    The last checkpoint on disk is then the last good one. (A TrainerCallback cannot do this: callbacks see the
-    loss only at logging steps, after the weights have changed.)
+    Every micro-step's loss is checked on the device (no `.item()`: a host sync per step stalls a GPU's queue); the
+    first bad step is read back once, just before a log, an evaluation, a checkpoint or the end of training. The
+    last checkpoint on disk is then the last good one. (A TrainerCallback alone cannot do this: callbacks see the
+    loss only at logging steps, as a float.)
     """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.first_nonfinite = None  # on the loss's device: (first bad step or 0, its loss)
+        self.add_callback(CheckBeforeOutput(self))
 
     def training_step(self, *args, **kwargs):
         loss = super().training_step(*args, **kwargs)
-        value = float(loss.detach().float().mean())
-        if not math.isfinite(value):
+        value = loss.detach().float().mean()
+        if self.first_nonfinite is None:
+            self.first_nonfinite = (torch.zeros((), dtype=torch.long, device=value.device), torch.zeros_like(value))
+        step, first = self.first_nonfinite
+        new = ~torch.isfinite(value) & (step == 0)
+        self.first_nonfinite = (torch.where(new, self.state.global_step + 1, step), torch.where(new, value, first))
+        return loss
+
+    def check_finite_loss(self) -> None:
+        """Raise NonFiniteLossError if any micro-step so far had a NaN or inf loss (one host sync)."""
+        if self.first_nonfinite is None:
+            return
+        step, value = (t.item() for t in self.first_nonfinite)
+        if step:
             raise NonFiniteLossError(
-                f"loss became {value} at step {self.state.global_step + 1}; training stopped before the update. "
-                "Lower learning_rate, use bf16 instead of fp16, or enable max_grad_norm. The last checkpoint "
+                f"loss became {value} at step {step}; training stopped before anything was logged or saved from "
+                "it. Lower learning_rate, use bf16 instead of fp16, or enable max_grad_norm. The last checkpoint "
                 "in output_dir is the last good state."
             )
-        return loss
+
+    def train(self, *args, **kwargs):
+        result = super().train(*args, **kwargs)
+        self.check_finite_loss()  # steps after the last log: the final model must not be saved from them
+        return result
+
+
+class CheckBeforeOutput(TrainerCallback):
+    """Runs after the Trainer's flow callback has decided this step's log/eval/save, and before they happen."""
+
+    def __init__(self, trainer):
+        self.trainer = trainer
+
+    def _check(self, control):
+        if control.should_log or control.should_evaluate or control.should_save or control.should_training_stop:
+            self.trainer.check_finite_loss()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self._check(control)
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        self._check(control)

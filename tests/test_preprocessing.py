@@ -1,0 +1,38 @@
+"""Preprocessing in several processes (`dataset_num_proc`) gives exactly the datasets one process gives, and the
+choice of process count never changes the cache key."""
+
+from __future__ import annotations
+
+from conftest import SAMPLE
+from kotune.config import DatasetMixture, DatasetSource
+from kotune.data.encode_map import auto_num_proc
+from kotune.data.prompt_formats import install_template
+from kotune.data.sft_dataset import build_sft_data
+from kotune.models.loading import load_tokenizer
+
+KIT19 = SAMPLE.parent / "kit19"
+
+
+def test_two_processes_give_the_same_datasets_as_one(tiny_bases):
+    tok = load_tokenizer(str(tiny_bases["gpt_neox"]))
+    install_template(tok, "koquality")
+    mixture = DatasetMixture(seed=1, datasets=[
+        DatasetSource(id=str(SAMPLE), format="instruction"),
+        DatasetSource(id=str(KIT19 / "nsmc.jsonl"), format="kit19/nsmc", weight=2.0),
+        DatasetSource(id=str(KIT19 / "kobest_copa.jsonl"), format="kit19/kobest_copa"),
+    ])
+    runs = [build_sft_data(mixture, tok, 96, variants_for=lambda n: 2, eval_split_size=0.2, num_proc=n)
+            for n in (1, 2)]
+    (one, eval_one, report_one), (two, eval_two, report_two) = runs
+    assert len(one) == len(two) == 2 and len(one[0]) > 10
+    for a, b in zip([*one, eval_one], [*two, eval_two]):
+        assert a.features == b.features and a.column_names == b.column_names == ["input_ids", "labels"]
+        assert a.to_dict() == b.to_dict()
+    assert report_one == report_two
+    assert one[0]["input_ids"] != one[1]["input_ids"]  # KIT-19 phrasings differ between epochs
+
+
+def test_big_data_gets_several_processes_small_data_one():
+    assert auto_num_proc(100, None) == 1
+    assert auto_num_proc(100, 4) == 4
+    assert 1 <= auto_num_proc(100_000, None) <= 8
