@@ -45,7 +45,7 @@ def run(base: Path, work: Path, name: str, steps: int, **settings) -> dict:
     from kotune.config import build_config
     from kotune.data.preference import build_preference_data
     from kotune.stages.dpo import dpo_trainer_class
-    from kotune.stages.dpo_reference import load_policy_and_reference
+    from kotune.stages.policy import load_policy
     from kotune.models.loading import load_tokenizer
     from kotune.data.prompt_formats import install_template
 
@@ -61,7 +61,7 @@ def run(base: Path, work: Path, name: str, steps: int, **settings) -> dict:
     install_template(tok, "koquality")
     data, _, _ = build_preference_data(cfg.kotune.dataset_mixture, tok, 256, 128)
     torch.manual_seed(0)
-    model, ref = load_policy_and_reference(cfg.model, cfg.training, tok)
+    model, ref = load_policy(cfg.model, cfg.training, tok, reference=True, stage="dpo")
     t0 = time.perf_counter()
     trainer = dpo_trainer_class()(model=model, ref_model=ref, args=cfg.training, train_dataset=data,
                                   processing_class=tok)

@@ -106,21 +106,6 @@ def subprocess_env() -> dict:
 def preference_sft(tmp_path_factory):
     """A tiny model SFT-trained on both styles of every bundled preference answer (polite 합쇼체 and casual 반말),
     the start of every preference experiment; 12 held-out prompts the preference stages never see."""
-    import random
+    from kotune.testing.preference import sft_start
 
-    from helpers import PREFS, write_jsonl
-    from kotune.testing.tiny import tiny_base
-
-    root = tmp_path_factory.mktemp("preference")
-    order = list(range(len(PREFS)))
-    random.Random(0).shuffle(order)
-    held, train = [PREFS[i] for i in order[:12]], [PREFS[i] for i in order[12:]]
-    base = tiny_base("gpt_neox", root / "base", hidden=128, layers=2, seed=0, init_std=0.2)
-    sft_rows = [{"instruction": r["prompt"], "output": y} for r in PREFS for y in (r["chosen"], r["rejected"])]
-    sft_cfg = base_config(base, root / "sft", prompt_format="koquality", lora_r=64, lora_alpha=128,
-                          dataset_mixture={"datasets": [{"id": str(write_jsonl(root / "sft.jsonl", sft_rows)),
-                                                         "format": "instruction"}]},
-                          num_train_epochs=15, per_device_train_batch_size=8, lr_scheduler_type="cosine", seed=0)
-    sft_cfg.pop("max_steps")
-    assert run_sft_inprocess(write_config(root / "sft.yaml", sft_cfg)) == 0
-    return {"root": root, "held": held, "train": train, "sft": root / "sft", "base": base}
+    return sft_start(tmp_path_factory.mktemp("preference"))

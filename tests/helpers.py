@@ -3,9 +3,6 @@ preference experiments every preference stage shares."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import torch
 
 from kotune.data.encode import encode_conversations
@@ -81,88 +78,15 @@ def greedy_new_ids(model, tokenizer, question: str, max_new_tokens: int = 30) ->
     return out[0, ids.shape[1]:].tolist()
 
 
-# --- preference experiments (DPO, ORPO, SimPO, KTO, reward model, GRPO share them) -------------------------------
-PREFS = [json.loads(line) for line in (Path(__file__).resolve().parents[1] / "src/kotune/data/sample/preference.jsonl")
-         .read_text(encoding="utf-8").splitlines()]
+# --- preference experiments: kotune.testing.preference is their one home -------------------------------------------
+from kotune.testing.preference import (fast_config, measure_preference, preference_rows, swapped,  # noqa: E402,F401
+                                       train_both_ways, unpaired, write_jsonl)
+from kotune.testing.preference import run_stage as run_stage_script  # noqa: E402,F401
 
-
-def write_jsonl(path, rows):
-    path.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n", encoding="utf-8")
-    return path
-
-
-def run_stage_script(stage: str, config_path, *overrides) -> int:
-    """Run train/<stage>.py in this process, as `python train/<stage>.py CONFIG` would; its exit code."""
-    import runpy
-    import sys
-
-    script = Path(__file__).resolve().parents[1] / "train" / f"{stage}.py"
-    argv = sys.argv
-    sys.argv = [str(script), str(config_path), *overrides]
-    try:
-        runpy.run_path(str(script), run_name="__main__")
-    except SystemExit as exit_:
-        return int(exit_.code or 0)
-    finally:
-        sys.argv = argv
-    return 0
+PREFS = preference_rows()
 
 
 def preference_config(model_dir, out, data, fmt: str = "preference", **extra):
-    from conftest import base_config
-
-    cfg = base_config(model_dir, out, dataset_mixture={"datasets": [{"id": str(data), "format": fmt}]},
-                      max_length=128, max_prompt_length=64, learning_rate=5.0e-4, per_device_train_batch_size=4,
-                      lora_r=64, lora_alpha=128, logging_steps=1)
-    cfg.update(extra)
-    return cfg
-
-
-def swapped(rows):
-    return [dict(r, chosen=r["rejected"], rejected=r["chosen"]) for r in rows]
-
-
-def train_both_ways(stage: str, sft: dict, name: str, fmt: str = "preference", to_rows=None, **extra) -> dict:
-    """Train `stage` from the SFT model on the training pairs (polite chosen) and, as a control, on the swapped
-    pairs: {name: run dir, "swapped_" + name or "swapped" for DPO: run dir}."""
-    from conftest import write_config
-
-    root, runs = sft["root"], {}
-    to_rows = to_rows or (lambda rows: rows)
-    for key, rows in ((name, sft["train"]), ("swapped" if name == "dpo" else f"swapped_{name}", swapped(sft["train"]))):
-        cfg = preference_config(sft["sft"], root / key, write_jsonl(root / f"{key}.jsonl", to_rows(rows)), fmt=fmt,
-                                seed=0, **extra)
-        cfg.pop("max_steps")
-        assert run_stage_script(stage, write_config(root / f"{key}.yaml", cfg)) == 0
-        runs[key] = root / key
-    return runs
-
-
-def answer_logp(model, tok, prompt, answer):
-    """log p(answer | prompt) under the chat template, summed over the trained (answer) tokens."""
-    ids, labels = encode_conversation(tok, [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}])
-    x, y = torch.tensor([ids]), torch.tensor([labels])
-    with torch.no_grad():
-        logits = model(input_ids=x).logits[:, :-1].float()
-    lp = torch.log_softmax(logits, -1).gather(-1, x[:, 1:, None])[..., 0]
-    return float((lp * (y[:, 1:] != -100)).sum())
-
-
-def measure_preference(run_dir, ref, held, beta=0.1):
-    """Implied-reward accuracy and margin against the SFT reference, polite share and correctness of greedy answers."""
-    import difflib
-
-    from kotune.inference.generate import answer
-    from kotune.inference.loading import load_for_inference
-
-    model, tok = load_for_inference(run_dir)
-    margins, polite, correct = [], 0, []
-    for r in held:
-        chosen = answer_logp(model, tok, r["prompt"], r["chosen"]) - answer_logp(*ref, r["prompt"], r["chosen"])
-        rejected = answer_logp(model, tok, r["prompt"], r["rejected"]) - answer_logp(*ref, r["prompt"], r["rejected"])
-        margins.append(beta * (chosen - rejected))
-        out = answer(model, tok, r["prompt"], max_new_tokens=60)
-        polite += "니다" in out
-        correct.append(max(difflib.SequenceMatcher(None, out, y).ratio() for y in (r["chosen"], r["rejected"])))
-    return {"accuracy": sum(m > 0 for m in margins) / len(margins), "margin": sum(margins) / len(margins),
-            "polite": polite / len(held), "correct": sum(correct) / len(correct)}
+    """A small config for a preference stage on one data file, as the preference tests have used it."""
+    return fast_config(model_dir, out, data, fmt, **{"max_length": 128, "max_prompt_length": 64, "max_steps": 6,
+                                                     **extra})

@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from conftest import write_config
-from helpers import PREFS, measure_preference, preference_config, run_stage_script, train_both_ways, write_jsonl
+from helpers import (PREFS, measure_preference, preference_config, run_stage_script, train_both_ways, unpaired,
+                     write_jsonl)
 
 STAGE_EXTRA = {
     # lr/epochs per method on a 36-pair tiny run; beta is each method's own scale
@@ -21,12 +22,6 @@ STAGE_EXTRA = {
     "simpo": {"beta": 2.0, "simpo_gamma": 0.5, "num_train_epochs": 3},
     "kto": {"beta": 0.1, "num_train_epochs": 3},
 }
-
-
-def unpaired(rows):
-    """KTO's own format, as trl-lib/kto-mix-14k has it: {prompt, completion, label}, one row per answer."""
-    return [row for r in rows for row in ({"prompt": r["prompt"], "completion": r["chosen"], "label": True},
-                                          {"prompt": r["prompt"], "completion": r["rejected"], "label": False})]
 
 
 @pytest.fixture(scope="module")
