@@ -114,15 +114,18 @@ def encode_picks(drawn, encode_source: Callable, n_variants: int, num_proc: int,
 @contextlib.contextmanager
 def single_threaded_tokenizers(forking: bool):
     """Forked workers tokenize on one thread each: a Rust thread pool used before the fork does not survive it
-    (the tokenizers library warns, or with TOKENIZERS_PARALLELISM=true can hang), and the processes fill the cores."""
+    (the tokenizers library warns, or with TOKENIZERS_PARALLELISM=true can hang), and the processes fill the cores.
+    The parent's objects are frozen out of the garbage collector meanwhile."""
     if not forking:
         yield
         return
     before = os.environ.get("TOKENIZERS_PARALLELISM")
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    gc.freeze()  # what exists now is never scanned in the forked workers (nor copied by their collections)
     try:
         yield
     finally:
+        gc.unfreeze()
         if before is None:
             os.environ.pop("TOKENIZERS_PARALLELISM", None)
         else:
