@@ -127,14 +127,16 @@ def run_setup(weights_dir: Path, batches, four_bit: bool, padding_free: bool, at
 
 
 def setups(flash: bool, liger: bool) -> list[dict]:
-    """The grid: method × batching (varlen attention where padding-free) × Liger."""
+    """The grid: method × batching (varlen attention where padding-free) × Liger. Liger patches the Llama classes
+    for the rest of the process, so its setups come last."""
     free_attn = "flash_attention_2" if flash else "sdpa"
     grid = []
     for four_bit in (False, True):
         grid.append({"four_bit": four_bit, "padding_free": False, "attn": "sdpa", "liger": False})
         grid.append({"four_bit": four_bit, "padding_free": True, "attn": free_attn, "liger": False})
-        if liger:
-            grid.append({"four_bit": four_bit, "padding_free": True, "attn": free_attn, "liger": True})
+    if liger:
+        grid += [{"four_bit": four_bit, "padding_free": True, "attn": free_attn, "liger": True}
+                 for four_bit in (False, True)]
     return grid
 
 

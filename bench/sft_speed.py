@@ -11,7 +11,8 @@ optimizer steps. Each setup runs in its own process (peak RSS is per setup):
   without bf16 emulation or checkpointing, and bfd packing.
 Useful tokens are non-pad tokens (`include_num_input_tokens_seen="non_padding"`) per second of wall time over the
 steps after `--warmup`, timed by a callback that the bench adds to every Trainer (kotune's too); the fastest of
-`--repeats` round-robin runs counts (a shared machine's busy spells only slow runs down). Ratios are against TRL's defaults and TRL's best setup measured in the same run.
+`--repeats` round-robin runs counts (a shared machine's busy spells only slow runs down). Ratios are against TRL's
+defaults and TRL's best setup measured in the same run.
 """
 
 from __future__ import annotations

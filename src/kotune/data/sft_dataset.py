@@ -88,7 +88,7 @@ def build_sft_data(mixture: DatasetMixture, tokenizer, max_length: int | None, o
     """(one tokenized dataset per epoch variant, the eval dataset or None, report per source). All variants hold the
     same examples in the same order; only KIT-19 phrasings differ between them. Eval rows (see `mixture.draw`) are
     encoded once, with the first epoch's templates. `num_proc` (TRL's `dataset_num_proc`) processes tokenize; unset,
-    one per core for big data (`encode_map.auto_num_proc`); any count gives the same datasets."""
+    one (`encode_map.auto_num_proc`); any count gives the same datasets."""
     rng, drawn, held = draw(mixture, strict, eval_split_size)
     templated = any(rows.templated for rows, _ in drawn)
     n_variants = max(1, int(variants_for(sum(len(p) for _, p in drawn)))) if templated else 1
