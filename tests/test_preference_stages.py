@@ -107,23 +107,49 @@ def test_grpo_raises_the_speech_level_reward(preference_sft, tmp_path):
     assert torch.isfinite(torch.tensor([h["loss"] for h in logs])).all()
 
 
+@pytest.mark.parametrize("method", ["full", "qlora4"])
 @pytest.mark.parametrize("stage", ["orpo", "simpo", "kto", "rm", "grpo"])
-def test_every_stage_trains_from_a_base_with_full_weights(stage, tiny_bases, tmp_path):
-    """use_peft: false from a plain base (reference-free stages hold no second copy); the saved model loads."""
+def test_every_stage_trains_from_a_base_full_or_qlora(stage, method, tiny_bases, tmp_path):
+    """From a plain base: full weights (reference-free stages hold no second copy) or LoRA on a 4-bit NF4 base;
+    the saved model or adapter is what the method promises."""
     data, fmt = write_jsonl(tmp_path / "p.jsonl", PREFS[:16]), "preference"
-    extra = {}
+    extra = {"use_peft": False} if method == "full" else {"load_in_4bit": True, "learning_rate": 1.0e-3}
     if stage == "grpo":
         data, fmt = write_jsonl(tmp_path / "q.jsonl", [{"prompt": r["prompt"]} for r in PREFS[:16]]), "prompt"
-        extra = {"reward_funcs": ["hangul_share"], "num_generations": 4, "max_completion_length": 8}
+        extra.update(reward_funcs=["hangul_share"], num_generations=4, max_completion_length=8)
     out = tmp_path / "out"
-    cfg = preference_config(tiny_bases["gpt_neox"], out, data, fmt=fmt, use_peft=False, learning_rate=1.0e-4,
-                            max_steps=2, **extra)
+    cfg = preference_config(tiny_bases["gpt_neox"], out, data, fmt=fmt, **{"learning_rate": 1.0e-4, "max_steps": 2,
+                                                                            **extra})
     if stage == "grpo":
         for key in ("max_prompt_length", "max_length"):
             cfg.pop(key)
     assert run_stage_script(stage, write_config(tmp_path / "c.yaml", cfg)) == 0
     assert json.loads((out / "trainer_state.json").read_text())["global_step"] == 2
-    assert (out / "model.safetensors").is_file() and not (out / "adapter_model.safetensors").exists()
+    if method == "full":
+        assert (out / "model.safetensors").is_file() and not (out / "adapter_model.safetensors").exists()
+    else:
+        from safetensors.torch import load_file
+
+        adapter = load_file(out / "adapter_model.safetensors")
+        assert any("lora_B" in k and adapter[k].abs().sum() > 0 for k in adapter)  # the adapter trained
+
+
+def test_every_stage_is_in_launch_sh_and_sweeps(tmp_path):
+    """launch.sh and sweep files read the stage registry: each new stage resolves to its entry script."""
+    import subprocess
+
+    from conftest import REPO
+    from kotune.tools.sweep_file import load_sweep
+
+    for stage in ("orpo", "simpo", "kto", "rm", "grpo"):
+        demo = f"configs/{stage}/polyglot-ko-tiny-demo.yaml"
+        proc = subprocess.run([str(REPO / "launch.sh"), stage, demo, "--dry-run"], cwd=REPO, capture_output=True,
+                              text=True, timeout=60)
+        assert proc.returncode == 0 and f"train/{stage}.py {demo}" in proc.stdout, proc.stderr
+        sweep = tmp_path / f"{stage}.yaml"
+        sweep.write_text(f"base: {REPO / demo}\nkind: {stage}\noutput_dir: {tmp_path / stage}\n"
+                         "grid: {learning_rate: [1.0e-4, 5.0e-4]}\n", encoding="utf-8")
+        assert load_sweep(sweep, check_paths=False).stage == stage
 
 
 @pytest.mark.parametrize("stage", ["orpo", "simpo", "kto", "rm", "grpo"])

@@ -51,7 +51,13 @@ def rm_trainer_class():
     from kotune.stages.safety import NonFiniteLossGuard
 
     class KotuneRewardTrainer(NonFiniteLossGuard, RewardTrainer):
-        pass
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            # TRL casts every trainable parameter of a quantized model to bf16 (QLoRA's recipe), the score head
+            # included; LoRA layers cast their input, a plain head does not. Feed the head in its own dtype.
+            for name, module in self.model.named_modules():
+                if name.endswith("score.modules_to_save.default") or name.endswith("score.original_module"):
+                    module.register_forward_pre_hook(lambda m, inputs: (inputs[0].to(m.weight.dtype),))
 
     return KotuneRewardTrainer
 
