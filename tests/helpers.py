@@ -52,7 +52,7 @@ QA_ROWS = [{"instruction": "대한민국의 수도는 어디인가요?", "output
            {"instruction": "산소의 원소 기호는?", "output": "O입니다."}]
 
 
-def train_qa(base, tmp_path, max_steps: int):
+def train_qa(base, tmp_path, max_steps: int, **extra):
     """Fully fine-tune `base` on four Korean Q&A rows through train/sft.py (enough to memorize them); the run dir."""
     import json
 
@@ -62,7 +62,8 @@ def train_qa(base, tmp_path, max_steps: int):
     data.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in QA_ROWS) + "\n", encoding="utf-8")
     out = tmp_path / "out"
     cfg = base_config(base, out, dataset_mixture={"datasets": [{"id": str(data), "format": "instruction"}]},
-                      use_peft=False, learning_rate=3.0e-3, max_steps=max_steps, per_device_train_batch_size=4)
+                      **{"use_peft": False, "learning_rate": 3.0e-3, "max_steps": max_steps,
+                         "per_device_train_batch_size": 4, **extra})
     assert run_sft_inprocess(write_config(tmp_path / "c.yaml", cfg)) == 0
     return out
 

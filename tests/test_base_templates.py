@@ -118,3 +118,60 @@ def test_image_text_gemma3_lora_trains_the_language_model_only(tmp_path):
     assert any(".mlp.down_proj." in k for k in keys) and any(".self_attn.q_proj." in k for k in keys)
     model = AutoPeftModelForCausalLM.from_pretrained(out)
     assert type(model.get_base_model()).__name__ == "Gemma3ForConditionalGeneration"
+
+
+def exaone35_base(out):
+    """A tiny EXAONE 3.5 as the Hub ships it: `model_type: exaone` with remote code (tests/fixtures/exaone_remote: our
+    stand-in with EXAONE 3.5's config keys and module names), EXAONE's template and special tokens."""
+    import importlib
+    import shutil
+    import sys
+    from pathlib import Path
+
+    from kotune.testing.tiny import korean_bpe_tokenizer
+
+    fixtures = Path(__file__).parent / "fixtures"
+    template, _, eos, others, _ = FAMILIES["exaone4"]  # EXAONE 3.5 and 4.0 share the chat template
+    tok = korean_bpe_tokenizer(out)
+    tok.add_special_tokens({"eos_token": eos, "additional_special_tokens": others})
+    tok.chat_template = template
+    sys.path.insert(0, str(fixtures))
+    try:
+        config_mod = importlib.import_module("exaone_remote.configuration_exaone")
+        model_mod = importlib.import_module("exaone_remote.modeling_exaone")
+    finally:
+        sys.path.remove(str(fixtures))
+    config = config_mod.ExaoneConfig(vocab_size=len(tok), eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+                                     initializer_range=0.2,
+                                     auto_map={"AutoConfig": "configuration_exaone.ExaoneConfig",
+                                               "AutoModelForCausalLM": "modeling_exaone.ExaoneForCausalLM"})
+    import torch
+
+    torch.manual_seed(0)
+    model_mod.ExaoneForCausalLM(config).save_pretrained(out)
+    for name in ("configuration_exaone.py", "modeling_exaone.py"):
+        shutil.copy(fixtures / "exaone_remote" / name, out / name)
+    tok.save_pretrained(out)
+    return out, tok
+
+
+def test_exaone35_remote_code_trains_with_its_template_and_stops(tmp_path):
+    """EXAONE 3.5 needs trust_remote_code (transformers 5.23 has no native `exaone`): with it, LoRA lands on the
+    registry's EXAONE 3.5 targets, and a full fine-tune learns [|endofturn|] and stops there when reloaded."""
+    from helpers import greedy_new_ids, train_qa
+    from kotune.inference.loading import load_for_inference
+    from kotune.models.architectures import spec_for
+
+    base, tok = exaone35_base(tmp_path / "base")
+    (tmp_path / "lora").mkdir()
+    (tmp_path / "full").mkdir()
+    lora = train_qa(base, tmp_path / "lora", max_steps=2, trust_remote_code=True, use_peft=True)
+    targets = set(json.loads((lora / "adapter_config.json").read_text())["target_modules"])
+    assert targets == set(spec_for("exaone").targets())
+    out = train_qa(base, tmp_path / "full", max_steps=40, trust_remote_code=True)
+    assert (out / "chat_template.jinja").read_text() == FAMILIES["exaone4"][0] or \
+        json.loads((out / "tokenizer_config.json").read_text()).get("chat_template") == FAMILIES["exaone4"][0]
+    model, tokenizer = load_for_inference(out)
+    assert type(model).__module__.endswith("modeling_exaone")  # the remote code, not a native class
+    new = greedy_new_ids(model, tokenizer, ROWS[0]["instruction"])
+    assert new[-1] == tok.convert_tokens_to_ids("[|endofturn|]") and len(new) < 30, tokenizer.decode(new)

@@ -148,8 +148,9 @@ def load_for_inference(run_dir: str | Path, dtype: torch.dtype = torch.float32, 
     tokenizer = load_run_tokenizer(run_dir)
     if kind == "adapter":
         model = load_adapted(run_dir, tokenizer, dtype, base)
-    else:
-        model = AutoModelForCausalLM.from_pretrained(run_dir, dtype=dtype)
+    else:  # a remote-code base (EXAONE 3.5) trained with trust_remote_code: true loads with it again
+        model = AutoModelForCausalLM.from_pretrained(run_dir, dtype=dtype,
+                                                     trust_remote_code=trained_model_args(run_dir).trust_remote_code)
     if not tokenizer.chat_template:  # a model from elsewhere: the format `prompt_format: auto` would train with
         from kotune.data.prompt_formats import default_format, install_template
 
