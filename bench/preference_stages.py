@@ -26,7 +26,7 @@ METHODS = {  # stage, data format, settings (the slow tests' settings)
     "DPO (sigmoid)": ("dpo", "preference", {"beta": 0.1, "num_train_epochs": 3}),
     "IPO (dpo, loss_type ipo)": ("dpo", "preference", {"beta": 0.1, "loss_type": ["ipo"], "num_train_epochs": 3}),
     "ORPO": ("orpo", "preference", {"beta": 0.5, "num_train_epochs": 3}),
-    "SimPO": ("simpo", "preference", {"beta": 2.0, "simpo_gamma": 0.5, "num_train_epochs": 3}),
+    "SimPO": ("simpo", "preference", {"beta": 2.0, "simpo_gamma": 0.5, "num_train_epochs": 2}),
     "KTO (unpaired rows)": ("kto", "unpaired", {"beta": 0.1, "num_train_epochs": 3}),
 }
 
