@@ -1,5 +1,5 @@
 """`kotune` command line: one training subcommand per registered stage (`kotune sft|dpo CONFIG [--key=value ...]`),
-plus `kotune data|plan|sweep|eval|merge|score|chat|demo ...` (each has --help).
+plus `kotune data|plan|sweep|eval|merge|export|score|chat|demo ...` (each has --help).
 
 Only the registries and the config check are imported before a config is validated, so a typo is reported in
 about a second; torch and TRL load when a run starts.
@@ -21,6 +21,7 @@ SUBCOMMANDS = {
     "sweep": ("kotune.tools.sweep", "run a grid or list of overrides of one config, then a comparison table and plot"),
     "eval": ("kotune.eval.run", "KoBEST + KLUE STS/YNAT through lm-eval on a run dir; results JSON + Markdown"),
     "merge": ("kotune.inference.merge", "merge a LoRA adapter into its base: a full model AutoModelForCausalLM loads"),
+    "export": ("kotune.export.gguf_export", "a run as GGUF for llama.cpp (f16, q8_0, q4_k_m) with an Ollama Modelfile"),
     "score": ("kotune.inference.score", "score {prompt, answer} JSONL rows with a reward model from `kotune rm`"),
     "chat": ("kotune.inference.chat", "answer prompts with a trained run dir, in its training format (streams tokens)"),
     "demo": ("kotune.tools.demo", "offline demo: tiny Polyglot-shaped model, LoRA SFT, a Korean answer"),

@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
+from kotune.atomic_dir import check_free, staged_dir
 from kotune.errors import KotuneError
 
 logger = logging.getLogger("kotune.export")
@@ -46,10 +44,7 @@ def check_paths(adapter_dir: Path, out: Path, overwrite: bool) -> None:
                           "nothing to merge; load it directly with AutoModelForCausalLM or `kotune chat`")
     if out.resolve() == adapter_dir.resolve() or adapter_dir.resolve() in out.resolve().parents:
         raise KotuneError(f"--out '{out}' is inside the adapter dir; choose a separate folder")
-    if out.exists() and not out.is_dir():
-        raise KotuneError(f"--out '{out}' exists and is not a directory")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise KotuneError(f"--out '{out}' exists and is not empty; pass --overwrite to replace it")
+    check_free(out, overwrite)
 
 
 def merge(adapter_dir: str | Path, out: str | Path, dtype: str | None = None, overwrite: bool = False) -> Path:
@@ -70,25 +65,13 @@ def merge(adapter_dir: str | Path, out: str | Path, dtype: str | None = None, ov
     sync_special_tokens(merged, tokenizer)
     merged.config.use_cache = True
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.merging-", dir=out.parent))
-    tmp.chmod(0o777 & ~_umask())  # mkdtemp makes it private; the result should look like any other dir
-    try:
+    with staged_dir(out) as tmp:
         merged.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         merged.generation_config.save_pretrained(tmp)
         _write_info(tmp, chain, target)
-        _replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     logger.info("merged model saved in %s", out)
     return out
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _write_info(path: Path, chain: list, dtype) -> None:
@@ -103,17 +86,6 @@ def _write_info(path: Path, chain: list, dtype) -> None:
         "trained_quantization": "4-bit" if args.load_in_4bit else "8-bit" if args.load_in_8bit else None,
         "versions": package_versions(),
     })
-
-
-def _replace(tmp: Path, out: Path) -> None:
-    """Move the finished dir into place; an old --out is moved aside first and removed only after."""
-    old = None
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{tmp.name.rsplit('-', 1)[-1]}")
-        out.rename(old)
-    tmp.rename(out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def main(argv: list[str]) -> int:

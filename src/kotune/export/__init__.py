@@ -1,0 +1,1 @@
+"""Export trained runs for other runtimes: GGUF for llama.cpp, with an Ollama Modelfile."""
