@@ -4,7 +4,7 @@ llama.cpp's converter is written against transformers 4.x configs and a list of 
 things differ for kotune's outputs, and both are bridged here without changing the converter's logic:
 - transformers 5 stores rotary settings in `rope_parameters`; the converter still reads e.g. GPT-NeoX's `rotary_pct`;
 - a BPE vocabulary it has not seen (a Korean BPE trained for the tests, or a base it does not list) is refused even
-  when the pre-tokenizer is plain GPT-2 byte-level; then `--pre-tokenizer` (or the GPT-2 byte-level rule below) names it;
+  when its split is one llama.cpp implements; then `--pre-tokenizer` (or the split read off tokenizer.json) names it;
 - for SentencePiece vocabularies llama.cpp puts a space before text that follows a special token unless the file says
   `add_space_prefix: false`, while transformers' non-legacy Llama tokenizer does not: `[INST]` after `<s>` would
   become `▁[INST]` at inference. The flag is set from what transformers does with the run's own template.
@@ -35,13 +35,29 @@ def legacy_hparams(hparams: dict) -> dict:
     return hparams
 
 
-def byte_level_gpt2(model_dir: Path) -> bool:
-    """True when the tokenizer's pre-tokenizer is exactly GPT-2's byte-level split (llama.cpp's `gpt-2`)."""
+# The split regexes transformers writes for these tokenizer classes, and llama.cpp's names for the same split.
+KNOWN_SPLITS = {
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+":
+        "qwen2",
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+":
+        "llama-bpe",
+}
+
+
+def known_pre_tokenizer(model_dir: Path) -> str | None:
+    """llama.cpp's name for the tokenizer's split when it is one llama.cpp implements: GPT-2's byte-level regex, or a
+    byte-level BPE behind Qwen2's or Llama-3's split regex."""
     path = model_dir / "tokenizer.json"
     if not path.is_file():
-        return False
+        return None
     pre = json.loads(path.read_text(encoding="utf-8")).get("pre_tokenizer") or {}
-    return pre.get("type") == "ByteLevel" and pre.get("use_regex", True) and not pre.get("add_prefix_space", False)
+    if pre.get("type") == "ByteLevel" and pre.get("use_regex", True) and not pre.get("add_prefix_space", False):
+        return "gpt-2"
+    steps = pre.get("pretokenizers", []) if pre.get("type") == "Sequence" else []
+    if len(steps) == 2 and steps[0].get("type") == "Split" and steps[1].get("type") == "ByteLevel" \
+            and not steps[1].get("use_regex", True):
+        return KNOWN_SPLITS.get(steps[0].get("pattern", {}).get("Regex"))
+    return None
 
 
 def space_after_special(model_dir: Path) -> bool | None:
@@ -80,7 +96,7 @@ def patch(pre_tokenizer: str | None) -> None:
         try:
             return recognise(self, tokenizer)
         except NotImplementedError:
-            name = pre_tokenizer or ("gpt-2" if byte_level_gpt2(Path(self.dir_model)) else None)
+            name = pre_tokenizer or known_pre_tokenizer(Path(self.dir_model))
             if name is None:
                 raise SystemExit("kotune export: llama.cpp does not know this BPE tokenizer's pre-tokenizer. Pass "
                                  "--pre-tokenizer NAME (llama.cpp's name for the base's split, e.g. gpt-2, llama-bpe, "

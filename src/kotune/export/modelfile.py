@@ -8,7 +8,7 @@ from __future__ import annotations
 from kotune.data.prompt_formats import end_of_turn_ids
 from kotune.errors import KotuneError
 
-PROMPT, SYSTEM, ANSWER = "KOTUNEPROMPT", "KOTUNESYSTEM", "KOTUNEANSWER"
+PROMPT, SYSTEM, ANSWER, NEXT = "KOTUNEPROMPT", "KOTUNESYSTEM", "KOTUNEANSWER", "KOTUNENEXT"
 
 
 def _render(tokenizer, messages: list[dict], generation: bool) -> str:
@@ -17,7 +17,8 @@ def _render(tokenizer, messages: list[dict], generation: bool) -> str:
 
 def template_pieces(tokenizer, strip_bos: bool) -> dict[str, str | None]:
     """{head, system_head, tail, lead, end}: head + prompt + tail is the generation prompt; an earlier answer is
-    written as lead + answer + end (lead: what the model itself writes first, e.g. Llama-2's space); system_head
+    written as lead + answer + end (lead: what the model itself writes first, e.g. Llama-2's space; end: up to the
+    next turn's head, e.g. `</s>` + a new BOS for Llama-2, `</s>` + blank line for komt); system_head
     replaces head when there is a system message (None when the template has no system role)."""
     if not tokenizer.chat_template:
         raise KotuneError("the run's tokenizer has no chat template, so no Modelfile TEMPLATE can be derived")
@@ -26,15 +27,21 @@ def template_pieces(tokenizer, strip_bos: bool) -> dict[str, str | None]:
     answered = _render(tokenizer, user + [{"role": "assistant", "content": ANSWER}], False)
     before_answer, _, end = answered.partition(PROMPT)[2].partition(ANSWER)
     lead = before_answer.removeprefix(tail) if before_answer.startswith(tail) else ""
+    if strip_bos and tokenizer.bos_token:  # llama.cpp adds BOS itself when the GGUF says so
+        head = head.removeprefix(tokenizer.bos_token)
+    # between an earlier answer and the next prompt: the end of turn, plus what the next turn's head adds (BOS)
+    later = _render(tokenizer, user + [{"role": "assistant", "content": ANSWER}, {"role": "user", "content": NEXT}],
+                    True).partition(ANSWER)[2].partition(NEXT)[0]
+    if later.endswith(head) and later[:len(later) - len(head)].startswith(end.rstrip()):
+        end = later[:len(later) - len(head)]
     try:
         system_head = _render(tokenizer, [{"role": "system", "content": SYSTEM}] + user, True).partition(PROMPT)[0]
     except Exception:  # noqa: BLE001 - templates that refuse a system role (Gemma 2, some komt variants)
         system_head = None
     if system_head is not None and SYSTEM not in system_head:
         system_head = None
-    if strip_bos and tokenizer.bos_token:  # llama.cpp adds BOS itself when the GGUF says so
-        head = head.removeprefix(tokenizer.bos_token)
-        system_head = system_head.removeprefix(tokenizer.bos_token) if system_head else system_head
+    if strip_bos and tokenizer.bos_token and system_head:
+        system_head = system_head.removeprefix(tokenizer.bos_token)
     return {"head": head, "system_head": system_head, "tail": tail, "lead": lead, "end": end}
 
 

@@ -95,7 +95,8 @@ def _qwen2(common: dict):
 def _gemma3_text(common: dict):
     from transformers import Gemma3TextConfig
 
-    return Gemma3TextConfig(**common, num_key_value_heads=2, head_dim=16, sliding_window=64)
+    # query_pre_attn_scalar = head_dim, as in Gemma 3 1B-12B (256 = 256): llama.cpp scales by head_dim
+    return Gemma3TextConfig(**common, num_key_value_heads=2, head_dim=16, query_pre_attn_scalar=16, sliding_window=64)
 
 
 def _gemma3(common: dict):
@@ -112,7 +113,10 @@ def _gemma3(common: dict):
 def _exaone4(common: dict):
     from transformers import Exaone4Config
 
-    return Exaone4Config(**common, num_key_value_heads=2, layer_types=["full_attention"] * common["num_hidden_layers"])
+    # EXAONE 4.0's hybrid attention: local layers (RoPE, sliding window), the last one global (no RoPE)
+    layers = common["num_hidden_layers"]
+    return Exaone4Config(**common, num_key_value_heads=2, sliding_window=64,
+                         layer_types=["sliding_attention"] * (layers - 1) + ["full_attention"])
 
 
 register(ArchitectureSpec(
