@@ -121,8 +121,9 @@ def load_tasks(manager, tasks: list[str]) -> list:
                 raise
             problems.append(f"{task}: its dataset could not be read ({str(err).splitlines()[0]})")
     if problems:
-        raise KotuneError("; ".join(problems) + ". Without the Hub, give --data_dir DIR with "
-                          "DIR/<task>/test.jsonl (or validation.jsonl) in the Hub dataset's columns")
+        raise KotuneError("; ".join(problems) + ". Without the Hub, give --data_dir DIR with DIR/<task>/test.jsonl "
+                          "(or validation.jsonl), or a Hub mirror DIR/<dataset>/<config>/<split>.jsonl, in the Hub "
+                          "dataset's columns")
     return loaded
 
 
