@@ -228,3 +228,87 @@ def test_table_bolds_the_better_model_only():
                             ("run", {"klue_sts": {"acc": 0.5, "macro_f1": 0.6}, "klue_ynat": {"acc": 0.25}})])
     assert table.splitlines()[2:] == ["| KLUE_STS | ACC | 50.00% | 50.00% |", "|  | F1 (macro) | 40.00% | **60.00%** |",
                                       "| KLUE_YNAT | ACC | – | 25.00% |"]
+
+
+# --- lm-eval's own Korean suites, offline (tests/fixtures/eval/<Hub dataset>/<config>/, make_korean.py) -------
+def suite_rows(table: str, label: str) -> list[str]:
+    """The rows of one suite's table in results.md: the lines after its header up to the blank line."""
+    lines = table.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"| {label} | Metric |"))
+    end = lines.index("", start)
+    return lines[start + 2:end]
+
+
+def test_korean_preset_offline(sft_run, tmp_path, capsys):
+    """--tasks korean over the fixtures: every suite of the preset scored by lm-eval's own tasks and metrics (the
+    adapter loaded as trained), a table per suite with KMMLU's subject groups, HRM8K by lm-eval's exact_match."""
+    from kotune.eval.tasks import KOREAN, SUITES
+
+    out = tmp_path / "korean"
+    assert kotune(["eval", str(sft_run), "--tasks", "korean", "--data_dir", str(FIXTURE), "--out", str(out),
+                   "--gen_kwargs", "max_gen_toks=8"]) == 0
+    record = json.loads((out / "results.json").read_text())
+    assert record["model_args"]["peft"] == str(sft_run)
+    scores, raw = record["tasks"], record["lm_eval"]
+    assert all(0.0 <= v <= 1.0 for row in scores.values() for v in row.values())
+    groups = ("kmmlu_stem", "kmmlu_humss", "kmmlu_applied_science", "kmmlu_other")
+    assert record["suites"]["kmmlu"] == ["kmmlu", "kmmlu_stem", "kmmlu_other", "kmmlu_applied_science", "kmmlu_humss"]
+    kmmlu_leaves = [t for t in raw["n-samples"] if t.startswith("kmmlu_")]
+    assert len(kmmlu_leaves) == 45 and all(raw["n-samples"][t]["effective"] == 1 for t in kmmlu_leaves)
+    # lm-eval's aggregate: the size-weighted mean of the 45 subjects (one row each here), through the 4 groups
+    assert scores["kmmlu"]["acc"] == pytest.approx(sum(scores[t]["acc"] for t in kmmlu_leaves) / 45)
+    assert set(groups) <= set(scores) and all(set(scores[g]) == {"acc"} for g in groups)
+    for suite in ("haerae", "click", "csatqa", "belebele_kor_Hang"):
+        assert set(scores[suite]) == {"acc", "acc_norm"}, suite
+    assert set(scores["kormedmcqa"]) == {"exact_match,extract_answer"}  # the answer picked by lm-eval's filter
+    assert set(scores["global_mmlu_ko"]) == {"acc"} and scores["click_lang"] and scores["click_cul"]
+    hrm8k = [f"hrm8k_{s}" for s in ("gsm8k", "ksm", "math", "mmmlu", "omni_math")]
+    assert all(set(scores[t]) == {"exact_match"} for t in hrm8k)  # generated, parsed and compared by lm-eval
+    assert raw["n-samples"]["hrm8k_gsm8k"]["effective"] == 2 and "hrm8k" not in scores  # lm-eval: no aggregate
+    assert raw["configs"]["hrm8k_gsm8k"]["generation_kwargs"]["max_gen_toks"] == 8
+
+    table = (out / "results.md").read_text()
+    assert table == capsys.readouterr().out and "KoBEST" not in table
+    for suite in KOREAN:
+        assert f"| {SUITES[suite][0]} | Metric | {sft_run.name} |" in table, suite
+    kmmlu = suite_rows(table, "KMMLU")
+    assert [row.split(" | ")[0] for row in kmmlu] == ["| kmmlu", *(f"| {g}" for g in record["suites"]["kmmlu"][1:])]
+    assert all(row.split(" | ")[1] == "acc" and row.endswith("% |") for row in kmmlu)
+    assert [row.split(" | ")[:2] for row in suite_rows(table, "HRM8K")] == [[f"| {t}", "exact_match"] for t in hrm8k]
+    assert suite_rows(table, "KorMedMCQA")[0].startswith("| kormedmcqa | exact_match,extract_answer | ")
+    assert "rows per task: kmmlu 45, haerae 10, click 13, csatqa 6, kormedmcqa 4, hrm8k 6" in table
+
+
+def test_other_korean_suites_offline(sft_run, tmp_path):
+    """The other accepted suites that have fixtures: KMMLU's variants (KMMLU-HARD's configs, generated answers
+    scored by exact_match), INCLUDE's Korean split and PAWS-X ko; one row per task."""
+    tasks = "kmmlu_direct,kmmlu_hard,kmmlu_direct_hard,kmmlu_cot_hard,include_base_44_korean,paws_ko"
+    scores = evaluate_run(sft_run, tasks=tasks, limit=1, out_dir=tmp_path, data_dir=FIXTURE,
+                          gen_kwargs="max_gen_toks=8")
+    assert set(scores["kmmlu_hard"]) == {"acc"} and set(scores["kmmlu_hard_humss"]) == {"acc"}
+    assert set(scores["kmmlu_direct"]) == set(scores["kmmlu_direct_hard_stem"]) == {"exact_match"}
+    assert set(scores["kmmlu_cot_hard"]) == {"exact_match,get-answer"}
+    assert set(scores["include_base_44_korean"]) == {"acc"} and set(scores["paws_ko"]) == {"acc"}
+    assert all(0.0 <= v <= 1.0 for row in scores.values() for v in row.values())
+    record = json.loads((tmp_path / "results.json").read_text())
+    assert sum(t.startswith("kmmlu_cot_hard_") for t in record["lm_eval"]["n-samples"]) == 45
+    table = (tmp_path / "results.md").read_text()
+    assert "| kmmlu_cot_hard_applied_science | exact_match,get-answer |" in table and "| paws_ko | acc |" in table
+
+
+def test_korean_suite_mistakes_get_one_line(sft_run, tmp_path, capsys):
+    err = one_line_error(["eval", str(sft_run), "--tasks", "kmmlu_hrad,haerae"], capsys)
+    assert "unknown eval task 'kmmlu_hrad': did you mean 'kmmlu_hard'?" in err
+    assert "hrm8k" in err and "korean = kmmlu+haerae+click+csatqa+kormedmcqa+hrm8k" in err and "kit19 = " in err
+
+    kit19_only = tmp_path / "kit19"  # the KIT-19 fixtures without any suite's files
+    for task in TASKS:
+        shutil.copytree(FIXTURE / task, kit19_only / task)
+    err = one_line_error(["eval", str(sft_run), "--tasks", "kmmlu,hrm8k,kbl", "--data_dir", str(kit19_only),
+                          "--out", str(tmp_path / "o")], capsys)
+    assert "kmmlu: 45 of its 45 tasks lack data" in err and f"{kit19_only}/HAERAE-HUB/KMMLU/" in err
+    assert "hrm8k: 5 of its 5 tasks lack data" in err and "/HAERAE-HUB/HRM8K/GSM8K/test.jsonl" in err
+    assert "kbl: 65 of its 65 tasks lack data" in err and "/lbox/kbl/" in err and not (tmp_path / "o").exists()
+
+    raw = base_config(sft_run, tmp_path / "out", eval_tasks="korean", eval_data_dir=str(kit19_only))
+    assert any(p.startswith("eval_data_dir: csatqa: 6 of its 6 tasks lack data") for p in problems(raw))

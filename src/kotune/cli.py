@@ -19,7 +19,7 @@ SUBCOMMANDS = {
     "data": ("kotune.tools.data_report", "report what a config trains on: counts, lengths, drops, packing efficiency"),
     "plan": ("kotune.tools.plan", "will it fit? parameters, tokens per step, memory per GPU, from the config alone"),
     "sweep": ("kotune.tools.sweep", "run a grid or list of overrides of one config, then a comparison table and plot"),
-    "eval": ("kotune.eval.run", "KoBEST + KLUE STS/YNAT through lm-eval on a run dir; results JSON + Markdown"),
+    "eval": ("kotune.eval.run", "KoBEST, KLUE STS/YNAT and lm-eval's Korean suites (KMMLU, HAE-RAE, CLIcK, ...) on a run dir"),
     "merge": ("kotune.inference.merge", "merge a LoRA adapter into its base: a full model AutoModelForCausalLM loads"),
     "export": ("kotune.export.gguf_export", "a run as GGUF for llama.cpp (f16, q8_0, q4_k_m) with an Ollama Modelfile"),
     "score": ("kotune.inference.score", "score {prompt, answer} JSONL rows with a reward model from `kotune rm`"),

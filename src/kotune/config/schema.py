@@ -106,7 +106,7 @@ class KotuneArguments:
     )
     eval_tasks: list[str] = field(
         default_factory=list,
-        metadata={"help": "SFT: after saving, score the model with `kotune eval` on these tasks, e.g. [kit19] or "
+        metadata={"help": "SFT: after saving, score the model with `kotune eval` on these tasks, e.g. [kit19], [korean] or "
                           "[kobest_copa, klue_sts]; results in output_dir/eval. Empty = no evaluation."},
     )
     eval_num_fewshot: int = field(default=0, metadata={"help": "In-context examples per eval question."})

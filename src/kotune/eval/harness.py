@@ -8,7 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from kotune.errors import KotuneError
-from kotune.eval.tasks import TASKS_DIR, local_task_dir
+from kotune.eval.leaves import LM_EVAL_TASKS, suite_folders
+from kotune.eval.local_data import local_task_dir
+from kotune.eval.tasks import TASKS_DIR
 
 logger = logging.getLogger("kotune.eval")
 
@@ -83,17 +85,16 @@ class _DropExpectedWarnings(logging.Filter):
 _QUIET = _DropExpectedWarnings()
 
 
-def task_manager(tasks: list[str], data_dir: str | Path | None, workdir: Path):
-    """lm-eval TaskManager over KoBEST + kotune's YAMLs (+ data_dir overrides): 1 s instead of indexing all
-    ~15k lm-eval tasks (30 s)."""
-    import lm_eval
+def task_manager(tasks: list[str], data_dir: str | Path | None, workdir: Path, tree: dict | None = None):
+    """lm-eval TaskManager over KoBEST + kotune's YAMLs + the wheel folders of the suites asked for (+ data_dir
+    overrides): a second or two instead of indexing all ~15k lm-eval tasks (30 s)."""
     from lm_eval.tasks import TaskManager
 
     for name in ("lm_eval.api.registry", "lm_eval.models.huggingface"):
         logging.getLogger(name).addFilter(_QUIET)  # the same object twice is kept once
-    paths = [Path(lm_eval.__file__).parent / "tasks" / "kobest", TASKS_DIR]
+    paths = [LM_EVAL_TASKS / "kobest", TASKS_DIR, *suite_folders(tasks)]
     if data_dir is not None:
-        paths.append(local_task_dir(tasks, data_dir, workdir))  # later paths override earlier ones
+        paths.append(local_task_dir(tasks, data_dir, workdir, tree))  # later paths override earlier ones
     index_log = logging.getLogger("lm_eval.tasks._index")
     level = index_log.level
     index_log.setLevel(logging.ERROR)  # "Task X overrides existing task": that is the point of data_dir
@@ -104,12 +105,15 @@ def task_manager(tasks: list[str], data_dir: str | Path | None, workdir: Path):
 
 
 def load_tasks(manager, tasks: list[str]) -> list:
-    """lm-eval Task objects, data loaded before any model, so a missing dataset fails in seconds with the fix.
-    (simple_evaluate takes the objects as they are: each dataset is read once.)"""
+    """lm-eval Task and Group objects (a tag: its Tasks), data loaded before any model, so a missing dataset fails
+    in seconds with the fix. (simple_evaluate takes the objects as they are: each dataset is read once, and a Group
+    keeps lm-eval's aggregate rows, e.g. KMMLU's subject groups.)"""
     problems, loaded = [], []
     for task in tasks:
         try:
-            loaded.append(manager.load([task])["tasks"][task])
+            found = manager.load([task])
+            top = found["groups"].get(task) or found["tasks"].get(task)
+            loaded += [top] if top is not None else list(found["tasks"].values())
         except (ConnectionError, FileNotFoundError) as err:
             problems.append(f"{task}: its dataset could not be loaded ({str(err).splitlines()[0]})")
         except Exception as err:  # noqa: BLE001 - datasets raises many types for unreadable files
@@ -117,9 +121,15 @@ def load_tasks(manager, tasks: list[str]) -> list:
                 raise
             problems.append(f"{task}: its dataset could not be read ({str(err).splitlines()[0]})")
     if problems:
-        raise KotuneError("; ".join(problems) + ". Without the Hub, give --data_dir DIR with "
-                          "DIR/<task>/test.jsonl (or validation.jsonl) in the Hub dataset's columns")
+        raise KotuneError("; ".join(problems) + ". Without the Hub, give --data_dir DIR with DIR/<task>/test.jsonl "
+                          "(or validation.jsonl), or a Hub mirror DIR/<dataset>/<config>/<split>.jsonl, in the Hub "
+                          "dataset's columns")
     return loaded
+
+
+def leaf_tasks(loaded: list) -> list:
+    """The Task objects under what load_tasks returned (a Group's, recursively)."""
+    return [leaf for obj in loaded for leaf in (obj.get_all_tasks() if hasattr(obj, "get_all_tasks") else [obj])]
 
 
 def check_fewshot_pools(tasks: list, shots: list[int]) -> None:
@@ -129,7 +139,7 @@ def check_fewshot_pools(tasks: list, shots: list[int]) -> None:
     if most == 0:
         return
     problems = []
-    for task in tasks:
+    for task in leaf_tasks(tasks):
         same_split = task.fewshot_cfg.split == task.config.test_split
         need, have = most + same_split, len(task.fewshot_docs() or [])
         if have < need:
@@ -141,28 +151,33 @@ def check_fewshot_pools(tasks: list, shots: list[int]) -> None:
 
 
 def run_lm_eval(lm, label: dict[str, str], tasks: list, manager, num_fewshot: int, limit: float | None,
-                apply_chat_template: bool = False) -> dict[str, Any]:
+                apply_chat_template: bool = False, gen_kwargs: str | None = None) -> dict[str, Any]:
     """One `lm_eval.simple_evaluate` call; returns lm-eval's result dict. The shot count is set on the tasks
     here: simple_evaluate's own num_fewshot never overrides a task whose count is 0, and after a 0-shot pass
-    every task's is (a 0-then-5-shot call would silently score 0-shot twice)."""
+    every task's is (a 0-then-5-shot call would silently score 0-shot twice). gen_kwargs (lm-eval's
+    `max_gen_toks=64,...`) is merged into each generation task's own settings."""
     import lm_eval
 
-    for task in tasks:
+    for task in leaf_tasks(tasks):
         task.set_config(key="num_fewshot", value=num_fewshot)
-    logger.info("lm-eval: %s on %s (%d-shot%s)", ", ".join(t.task_name for t in tasks), label,
-                num_fewshot, f", limit {limit}" if limit else "")
+    names = [t.name if hasattr(t, "get_all_tasks") else t.task_name for t in tasks]
+    logger.info("lm-eval: %s on %s (%d-shot%s)", ", ".join(names), label, num_fewshot,
+                f", limit {limit}" if limit else "")
     return lm_eval.simple_evaluate(model=lm, tasks=tasks, task_manager=manager, num_fewshot=None, limit=limit,
-                                   log_samples=False, apply_chat_template=apply_chat_template)
+                                   log_samples=False, apply_chat_template=apply_chat_template,
+                                   gen_kwargs=gen_kwargs)
 
 
 def evaluate_model(model_args: dict[str, str], shots: list[int], tasks: list, manager, limit, dtype: str,
-                   device: str, batch_size, apply_chat_template: bool) -> dict[int, dict[str, Any]]:
+                   device: str, batch_size, apply_chat_template: bool,
+                   gen_kwargs: str | None = None) -> dict[int, dict[str, Any]]:
     """{shots: lm-eval results} for one model, loaded once (then freed) for all the shot counts."""
     import gc
 
     lm = lm_eval_model(model_args, dtype, device, batch_size)
     try:
-        return {k: run_lm_eval(lm, model_args, tasks, manager, k, limit, apply_chat_template) for k in shots}
+        return {k: run_lm_eval(lm, model_args, tasks, manager, k, limit, apply_chat_template, gen_kwargs)
+                for k in shots}
     finally:
         del lm
         gc.collect()

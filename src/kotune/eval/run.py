@@ -1,23 +1,28 @@
-"""`kotune eval RUN_DIR`: KoBEST and KLUE STS/YNAT through lm-eval-harness, scored like the KIT-19 table.
+"""`kotune eval RUN_DIR`: KoBEST and KLUE STS/YNAT (the KIT-19 table) and lm-eval's own Korean suites, through
+lm-eval-harness.
 
     kotune eval runs/polyglot-qlora                                  # the KIT-19 table's six tasks, 0-shot
     kotune eval runs/polyglot-qlora --baseline base --num_fewshot 5  # the adapter's base model beside it
     kotune eval runs/merged --tasks kobest_copa,klue_sts --data_dir data/eval --limit 100
     kotune eval runs/polyglot-qlora --tasks kobest --num_fewshot 0,1,2,5,10 --baseline base  # KoQuality's table
+    kotune eval runs/exaone-lora --tasks korean --num_fewshot 5      # KMMLU, HAE-RAE, CLIcK, CSAT-QA, ... (model cards)
 
 RUN_DIR is a LoRA adapter (adapter_config.json names its base) or a merged/full model dir. An adapter is loaded
 by kotune as it was trained (a 4-bit or 8-bit base quantized as in training, then dequantized) and handed to
-lm-eval; lm-eval's own `peft=` would score a QLoRA adapter on an unquantized base. --baseline also takes a Hub id. The scoring is lm-eval's (log-likelihood of each choice), not ours: KoBEST comes with
-lm-eval 0.4.13, KLUE STS/YNAT are task YAMLs in `kotune/eval/lm_eval_tasks/` (prompts of lm-eval's old `polyglot` branch,
-which KIT-19 reports). Every task reports acc and macro F1 (KoBEST HellaSwag also acc_norm).
+lm-eval; lm-eval's own `peft=` would score a QLoRA adapter on an unquantized base. --baseline also takes a Hub id.
+The scoring is lm-eval's, not ours. KoBEST comes with lm-eval 0.4.13, KLUE STS/YNAT are task YAMLs in
+`kotune/eval/lm_eval_tasks/` (prompts of lm-eval's old `polyglot` branch, which KIT-19 reports); these report acc
+and macro F1 (KoBEST HellaSwag also acc_norm). The Korean suites (`kotune.eval.tasks.SUITES`) are the wheel's own
+groups and tasks, reported with lm-eval's metric names (acc, acc_norm, exact_match[,filter]) and aggregates.
 
 Written to OUT (default RUN_DIR/eval): `results.json` (scores + lm-eval's raw results and task configs),
-`results.md` (the KIT-19-shaped table) and, when the baseline is a model, `baseline.json` (reusable as
-`--baseline OUT/baseline.json`).
+`results.md` (the KIT-19-shaped table, then one table per suite with its subject groups) and, when the baseline
+is a model, `baseline.json` (reusable as `--baseline OUT/baseline.json`).
 
-Offline (air-gapped, or HF_HUB_OFFLINE=1): `--data_dir DIR` reads DIR/<task>/{train,validation,test}.jsonl in
-the Hub's columns. kotune generates, per task, a YAML that `include`s lm-eval's (or its own) task and only swaps
-the dataset for `json` over those files, so prompts and metrics stay lm-eval's.
+Offline (air-gapped, or HF_HUB_OFFLINE=1): `--data_dir DIR` reads local JSON Lines in the Hub's columns, per
+leaf task DIR/<task>/<split>.jsonl or a Hub mirror DIR/<dataset path>/<config>/<split>.jsonl
+(`kotune.eval.local_data`). kotune generates, per leaf task, a YAML that `include`s lm-eval's (or its own) task
+and only swaps the dataset for `json` over those files, so prompts and metrics stay lm-eval's.
 
 Python API (sweeps call this; it raises KotuneError for user mistakes)::
 
@@ -38,8 +43,9 @@ from pathlib import Path
 
 from kotune.errors import KotuneError
 from kotune.eval.harness import check_fewshot_pools, evaluate_model, load_tasks, model_args_for, task_manager
-from kotune.eval.tables import eval_record, markdown_table, scores_of, shot_key, shots_table
-from kotune.eval.tasks import KIT19_TASKS, TASKS, resolve_tasks
+from kotune.eval.leaves import suites
+from kotune.eval.tables import eval_record, markdown_table, scores_of, shot_key, shots_table, suite_table
+from kotune.eval.tasks import ALIASES, KIT19_TASKS, ORDER, TASKS, resolve_tasks
 
 logger = logging.getLogger("kotune.eval")
 
@@ -47,15 +53,17 @@ logger = logging.getLogger("kotune.eval")
 def evaluate_run(run_dir: str | Path, tasks: str | list[str] | None = None, num_fewshot: int | list[int] = 0,
                  limit: float | None = None, out_dir: str | Path | None = None, data_dir: str | Path | None = None,
                  baseline: str | Path | None = None, base: str | None = None, batch_size: int | str = 8,
-                 device: str | None = None, dtype: str = "auto", apply_chat_template: bool = False) -> dict:
-    """Evaluate a run dir; write results.json, results.md (and baseline.json); return {task: {acc, macro_f1}}.
+                 device: str | None = None, dtype: str = "auto", apply_chat_template: bool = False,
+                 gen_kwargs: str | None = None) -> dict:
+    """Evaluate a run dir; write results.json, results.md (and baseline.json); return {task: {acc, macro_f1}}
+    for KIT-19 tasks and {row: {metric: value}} for every row of an lm-eval suite (e.g. kmmlu, kmmlu_stem, ...).
 
     num_fewshot: one count, or a list (KoQuality's 0/1/2/5/10): each model is loaded once and scored at every
     count, results.md opens with a model × shots table of mean accuracy, and the return value is
     {"5-shot": {task: {...}}, ...}. baseline: a model dir, a Hub id, a results JSON of an earlier `kotune eval`,
     or `base` (the adapter's base model); its scores become the tables' first column. base: where the adapter's
     base lives, if not where it was trained. limit: rows per task (an int) or a share of them (< 1), for quick
-    checks only.
+    checks only. gen_kwargs: lm-eval's, for generation tasks (HRM8K, KorMedMCQA), e.g. "max_gen_toks=256".
     """
     import torch
 
@@ -71,10 +79,11 @@ def evaluate_run(run_dir: str | Path, tasks: str | list[str] | None = None, num_
     out = Path(out_dir) if out_dir else Path(run_dir) / "eval"
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     settings = dict(limit=limit, dtype=dtype, device=device, batch_size=batch_size,
-                    apply_chat_template=apply_chat_template)
+                    apply_chat_template=apply_chat_template, gen_kwargs=gen_kwargs)
 
+    tree = suites(names)
     with tempfile.TemporaryDirectory(prefix="kotune-eval-") as work:
-        manager = task_manager(names, data_dir, Path(work))
+        manager = task_manager(names, data_dir, Path(work), tree)
         loaded = load_tasks(manager, names)
         check_fewshot_pools(loaded, shots)
         raws = evaluate_model(model_args, shots, loaded, manager, **settings)
@@ -83,6 +92,7 @@ def evaluate_run(run_dir: str | Path, tasks: str | list[str] | None = None, num_
     from lm_eval.utils import handle_non_serializable
 
     record = eval_record(str(run_dir), model_args, raws, num_fewshot, limit, apply_chat_template)
+    record["suites"] = {name: suite.rows for name, suite in tree.items()}
     out.mkdir(parents=True, exist_ok=True)
     dump = lambda obj: json.dumps(obj, indent=2, ensure_ascii=False, default=handle_non_serializable)  # noqa: E731
     if base_raws is not None:
@@ -97,17 +107,28 @@ def evaluate_run(run_dir: str | Path, tasks: str | list[str] | None = None, num_
 
     scores = {k: scores_of(raw) for k, raw in raws.items()}
     name = Path(run_dir).resolve().name
-    first = next(iter(raws.values()))
-    note = (f"lm-eval {first.get('lm_eval_version', '')}, "
-            f"rows per task: {', '.join(f'{t} {n}' for t, n in _rows(first).items())}")
     models = ([(baseline_label, baseline_scores)] if baseline_scores is not None else []) + [(name, scores)]
-    blocks = [shots_table(models, shots)] if len(shots) > 1 else []
-    for k in shots:
-        table = markdown_table([(label, by_shot.get(k, {})) for label, by_shot in models], f"{k}-shot, {note}")
-        blocks.append(f"### {shot_key(k)}\n\n{table}" if len(shots) > 1 else table)
-    (out / "results.md").write_text("\n".join(blocks))
+    (out / "results.md").write_text(results_markdown(models, shots, names, tree, next(iter(raws.values()))))
     logger.info("eval results: %s, %s", out / "results.json", out / "results.md")
     return {shot_key(k): v for k, v in scores.items()} if isinstance(num_fewshot, list) else scores[shots[0]]
+
+
+def results_markdown(models: list, shots: list[int], names: list[str], tree: dict, first: dict) -> str:
+    """results.md: (several counts: the model × shots table, then a section per count) the KIT-19 table of the
+    KIT-19 tasks asked for, one table per lm-eval suite, and a note of lm-eval's version and rows scored."""
+    counts = _rows(first)
+    rows = {n: counts.get(n) if n in TASKS else sum(counts.get(leaf.name) or 0 for leaf in tree[n].leaves)
+            for n in names}
+    note = (f"lm-eval {first.get('lm_eval_version', '')}, "
+            f"rows per task: {', '.join(f'{t} {n}' for t, n in rows.items())}")
+    blocks = [shots_table(models, shots)] if len(shots) > 1 else []
+    for k in shots:
+        columns = [(label, by_shot.get(k, {})) for label, by_shot in models]
+        parts = [markdown_table(columns)] if any(n in TASKS for n in names) else []
+        parts += [suite_table(columns, n, tree[n].rows) for n in names if n in tree]
+        section = "\n".join(parts) + f"\n{k}-shot, {note}\n"
+        blocks.append(f"### {shot_key(k)}\n\n{section}" if len(shots) > 1 else section)
+    return "\n".join(b for b in blocks if b)
 
 
 def shot_counts(num_fewshot) -> list[int]:
@@ -217,12 +238,13 @@ def _limit(text: str) -> float:
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
-        prog="kotune eval", description="Score a run dir on KoBEST and KLUE STS/YNAT with lm-eval-harness; "
-        "writes results.json and a KIT-19-style results.md (acc and macro F1 per task).")
+        prog="kotune eval", description="Score a run dir with lm-eval-harness on KoBEST and KLUE STS/YNAT (the KIT-19 "
+        "table: acc and macro F1) and lm-eval's Korean suites (KMMLU, HAE-RAE, CLIcK, ...: lm-eval's metrics); "
+        "writes results.json and results.md (a table per suite).")
     parser.add_argument("run_dir", help="training output_dir (LoRA adapter) or a merged/full model dir")
     parser.add_argument("--tasks", default=",".join(KIT19_TASKS),
-                        help=f"comma list of {', '.join(TASKS)}, or kit19 | kobest | klue | all "
-                             "(default: the KIT-19 table's six)")
+                        help=f"comma list of {', '.join(ORDER)}, or a preset: {' | '.join(ALIASES)} (korean = "
+                             f"{','.join(ALIASES['korean'])}; default: the KIT-19 table's six)")
     parser.add_argument("--num_fewshot", type=_shots, default=0,
                         help="in-context examples per question (default 0), or a list such as 0,1,2,5,10: "
                              "each model is loaded once and scored at every count")
@@ -230,7 +252,8 @@ def main(argv: list[str]) -> int:
                         help="rows per task (or a share < 1): quick checks only, scores are not comparable")
     parser.add_argument("--out", default=None, help="output folder (default RUN_DIR/eval)")
     parser.add_argument("--data_dir", default=None,
-                        help="read DIR/<task>/{train,validation,test}.jsonl (Hub columns) instead of the Hub")
+                        help="read local JSON Lines in the Hub's columns instead of the Hub: DIR/<task>/<split>.jsonl "
+                             "or DIR/<Hub dataset>/<config>/<split>.jsonl (e.g. DIR/HAERAE-HUB/KMMLU/Accounting/test.jsonl)")
     parser.add_argument("--baseline", default=None,
                         help="model dir, earlier results.json, or 'base' (the adapter's base): shown beside")
     parser.add_argument("--base", default=None, help="the adapter's base model, if it moved since training")
@@ -238,6 +261,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda when available)")
     parser.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float16", "float32"],
                         help="weights dtype (default auto: the saved one)")
+    parser.add_argument("--gen_kwargs", default=None,
+                        help="lm-eval's generation settings for generation tasks, e.g. max_gen_toks=256 "
+                             "(HRM8K's own is 2048 tokens per question)")
     parser.add_argument("--apply_chat_template", action="store_true",
                         help="wrap each question in the model's chat template (default: plain prompts, as KIT-19)")
     args = parser.parse_args(argv)
@@ -248,7 +274,8 @@ def main(argv: list[str]) -> int:
     batch = int(args.batch_size) if args.batch_size.isdigit() else args.batch_size
     evaluate_run(args.run_dir, args.tasks, num_fewshot=args.num_fewshot, limit=args.limit, out_dir=args.out,
                  data_dir=args.data_dir, baseline=args.baseline, base=args.base, batch_size=batch,
-                 device=args.device, dtype=args.dtype, apply_chat_template=args.apply_chat_template)
+                 device=args.device, dtype=args.dtype, apply_chat_template=args.apply_chat_template,
+                 gen_kwargs=args.gen_kwargs)
     out = Path(args.out) if args.out else Path(args.run_dir) / "eval"
     print((out / "results.md").read_text(), end="")
     return 0

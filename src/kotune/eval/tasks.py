@@ -1,14 +1,15 @@
-"""The tasks `kotune eval` knows, and local-data versions of them.
+"""The task names `kotune eval` accepts, the presets, and one order for tables.
 
-The YAMLs in `lm_eval_tasks/` are lm-eval task configs that lm-eval 0.4.13 lacks (KLUE STS and YNAT), found through
-`TaskManager(include_path=...)`. `local_task_dir` points any known task at DIR/<task>/*.jsonl: it writes a YAML that
-`include`s the real task and swaps only the dataset, so prompts and metrics stay lm-eval's.
+Two kinds of names. The KIT-19 table's tasks (`TASKS`): KoBEST from lm-eval 0.4.13 and KLUE STS/YNAT, whose YAMLs
+live in `lm_eval_tasks/` because lm-eval lacks them; they are scored as acc and macro F1. lm-eval's own Korean
+suites (`SUITES`): groups, tasks or tags of the pinned wheel, each with the wheel folder that defines it, so a run
+indexes a few folders instead of all ~15k lm-eval tasks. Their scores are lm-eval's metrics under lm-eval's names.
+This module imports no lm-eval: config validation reads it.
 """
 
 from __future__ import annotations
 
 import difflib
-import json
 from pathlib import Path
 
 from kotune.errors import KotuneError
@@ -24,18 +25,51 @@ TASKS: dict[str, tuple[str, tuple[str, ...]]] = {
     "klue_ynat": ("KLUE_YNAT", ("title", "label")),
     "kobest_wic": ("KoBEST_WiC", ("word", "context_1", "context_2", "label")),
 }
+# lm-eval 0.4.13's Korean suites: name (a group unless said) → (table label, folder under lm_eval/tasks)
+SUITES: dict[str, tuple[str, str]] = {
+    "kmmlu": ("KMMLU", "kmmlu/default"),
+    "kmmlu_direct": ("KMMLU (direct, generated)", "kmmlu/direct"),
+    "kmmlu_hard": ("KMMLU-HARD", "kmmlu/hard"),
+    "kmmlu_direct_hard": ("KMMLU-HARD (direct, generated)", "kmmlu/direct_hard"),
+    "kmmlu_cot_hard": ("KMMLU-HARD (chain of thought)", "kmmlu/cot_hard"),
+    "haerae": ("HAE-RAE Bench", "haerae"),
+    "click": ("CLIcK", "click"),
+    "csatqa": ("CSAT-QA", "csatqa"),
+    "kormedmcqa": ("KorMedMCQA", "kormedmcqa"),
+    "hrm8k": ("HRM8K", "hrm8k/default"),
+    "belebele_kor_Hang": ("Belebele (kor_Hang)", "belebele"),  # a task
+    "global_mmlu_ko": ("Global-MMLU-Lite (ko)", "global_mmlu/default/ko"),
+    "global_mmlu_full_ko": ("Global-MMLU (ko)", "global_mmlu/full/ko"),
+    "mmlu_prox_ko": ("MMLU-ProX (ko)", "mmlu_prox/ko"),
+    "mmlu_prox_lite_ko": ("MMLU-ProX-Lite (ko)", "mmlu_prox/ko"),
+    "include_base_44_korean": ("INCLUDE (Korean)", "include/default/Korean"),
+    "include_base_44_korean_few_shot_en": ("INCLUDE (Korean, English few-shot)", "include/few_shot_en/Korean"),
+    "include_base_44_korean_few_shot_og": ("INCLUDE (Korean, original few-shot)", "include/few_shot_og/Korean"),
+    "paws_ko": ("PAWS-X (ko)", "paws-x"),  # a task
+    "kbl": ("KBL (Korean legal)", "kbl"),  # a tag: its tasks are scored one by one, lm-eval aggregates none
+    "kbl_knowledge_em": ("KBL knowledge", "kbl"),  # a tag
+    "kbl_reasoning_em": ("KBL reasoning", "kbl"),  # a tag
+    "kbl_bar_exam_em": ("KBL bar exam", "kbl"),  # a tag
+}
 KIT19_TASKS = ("kobest_copa", "kobest_boolq", "kobest_hellaswag", "klue_sts", "kobest_sentineg", "klue_ynat")
+# What 2025-26 Korean model cards report (EXAONE, Kanana, A.X, HyperCLOVA X), plus two cheap reading/knowledge sets
+KOREAN = ("kmmlu", "haerae", "click", "csatqa", "kormedmcqa", "hrm8k", "belebele_kor_Hang", "global_mmlu_ko")
 ALIASES = {
     "kit19": KIT19_TASKS,
     "kobest": ("kobest_boolq", "kobest_copa", "kobest_hellaswag", "kobest_sentineg", "kobest_wic"),
     "klue": ("klue_sts", "klue_ynat"),
+    "korean": KOREAN,
     "all": tuple(TASKS),
 }
-SPLITS = {"train": "training_split", "validation": "validation_split", "test": "test_split"}  # file → lm-eval key
+ORDER = [*TASKS, *SUITES]
+
+
+def label_of(name: str) -> str:
+    return TASKS[name][0] if name in TASKS else SUITES[name][0]
 
 
 def resolve_tasks(tasks: str | list[str] | tuple[str, ...] | None) -> list[str]:
-    """Task names in table order. Accepts a comma list or a list; `kit19`, `kobest`, `klue`, `all` expand."""
+    """Task names in table order. Accepts a comma list or a list; the presets in ALIASES expand."""
     if tasks is None:
         return list(KIT19_TASKS)
     items = tasks.split(",") if isinstance(tasks, str) else [p for t in tasks for p in str(t).split(",")]
@@ -43,63 +77,16 @@ def resolve_tasks(tasks: str | list[str] | tuple[str, ...] | None) -> list[str]:
     for item in (i.strip() for i in items):
         if not item:
             continue
-        if item in ALIASES or item in TASKS:
+        if item in ALIASES or item in TASKS or item in SUITES:
             names += [n for n in ALIASES.get(item, (item,)) if n not in names]
             continue
-        near = difflib.get_close_matches(item, [*TASKS, *ALIASES], n=1, cutoff=0.6)
-        hint = f": did you mean '{near[0]}'?" if near else f" (known: {', '.join([*TASKS, *ALIASES])})"
-        problems.append(f"unknown eval task '{item}'{hint}")
+        near = difflib.get_close_matches(item, ORDER + list(ALIASES), n=1, cutoff=0.6)
+        problems.append(f"unknown eval task '{item}'" + (f": did you mean '{near[0]}'?" if near else ""))
     if problems:
-        raise KotuneError("; ".join(problems))
+        raise KotuneError("; ".join(problems) + f" (tasks: {', '.join(ORDER)}; presets: "
+                          + ", ".join(f"{k} = {'+'.join(v) if k != 'all' else 'every KoBEST and KLUE task'}"
+                                      for k, v in ALIASES.items()) + ")")
     if not names:
-        raise KotuneError(f"no eval tasks given; choose from {', '.join([*TASKS, *ALIASES])}")
-    return sorted(names, key=list(TASKS).index)
-
-
-
-def eval_split_files(task: str, data_dir: Path) -> tuple[dict[str, str], list[str]]:
-    """DIR/<task>/{train,validation,test}.jsonl (or .json) that exist, and the problems found."""
-    task_dir = data_dir / task
-    files = {}
-    for split in SPLITS:
-        for ext in (".jsonl", ".json"):
-            if (task_dir / f"{split}{ext}").is_file():
-                files[split] = str(task_dir / f"{split}{ext}")
-                break
-    if "validation" not in files and "test" not in files:
-        return files, [f"{task}: no data file: expected {task_dir}/test.jsonl or {task_dir}/validation.jsonl "
-                       f"(optionally train.jsonl for few-shot), rows with {', '.join(TASKS[task][1])}"]
-    eval_file = Path(files.get("test", files.get("validation")))
-    text = eval_file.read_text(encoding="utf-8")
-    try:  # a .json file may hold one list of rows or JSON Lines, as `datasets` accepts both
-        row = json.loads(text)[0] if text.lstrip().startswith("[") else json.loads(text.lstrip().splitlines()[0])
-    except (ValueError, IndexError) as err:
-        return files, [f"{task}: {eval_file} holds no JSON rows ({err})"]
-    missing = [c for c in TASKS[task][1] if c not in row]
-    if missing:
-        return files, [f"{task}: {eval_file} lacks column(s) {', '.join(missing)} (the Hub dataset's layout)"]
-    return files, []
-
-
-def local_task_dir(tasks: list[str], data_dir: str | Path, into: Path) -> Path:
-    """Write one YAML per task into `into` that includes the real task and reads data_dir's files instead."""
-    import lm_eval
-
-    data_dir = Path(data_dir).expanduser().resolve()
-    if not data_dir.is_dir():
-        raise KotuneError(f"data_dir '{data_dir}' does not exist")
-    kobest = Path(lm_eval.__file__).parent / "tasks" / "kobest"
-    problems = []
-    for task in tasks:
-        files, found = eval_split_files(task, data_dir)
-        problems += found
-        if found:
-            continue
-        source = (kobest if task.startswith("kobest_") else TASKS_DIR) / f"{task}.yaml"
-        cfg = {"include": str(source), "task": task, "dataset_path": "json", "dataset_name": None,
-               "dataset_kwargs": {"data_files": files},
-               **{key: split if split in files else None for split, key in SPLITS.items()}}
-        (into / f"{task}.yaml").write_text(json.dumps(cfg, ensure_ascii=False, indent=1))  # JSON is valid YAML
-    if problems:
-        raise KotuneError("--data_dir: " + "; ".join(problems))
-    return into
+        raise KotuneError(f"no eval tasks given; choose from {', '.join(ORDER)} or a preset "
+                          f"({', '.join(ALIASES)})")
+    return sorted(names, key=ORDER.index)
