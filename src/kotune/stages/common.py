@@ -11,18 +11,21 @@ from kotune.model_card_text import hyperparameters
 from kotune.records import plot_loss, write_json, write_resolved_config, write_run_record
 from kotune.stages.distributed import start
 from kotune.stages.safety import NonFiniteLossError, check_output_dir, resolve_resume
+from kotune.stages.trackers import configure_trackers
 
 logger = logging.getLogger("kotune")
 
 
 def preflight(cfg: RunConfig) -> str | None:
     """The start of a run, on every rank before any rank writes: DeepSpeed's process group (if any), the output-dir
-    and resume checks, and an eval baseline that must be reachable. Returns the checkpoint to resume."""
+    and resume checks, the trackers' environment defaults, and an eval baseline that must be reachable. Returns the
+    checkpoint to resume."""
     start(cfg)
     checkpointing_from_memory_plan(cfg)
     args = cfg.training
     resume = resolve_resume(args.output_dir, args.resume_from_checkpoint) if args.resume_from_checkpoint else None
     check_output_dir(args.output_dir, cfg.kotune.overwrite_output_dir, resuming=resume is not None)
+    configure_trackers(cfg)
     if cfg.kotune.eval_tasks:
         from kotune.eval.run import check_baseline
 
