@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -31,11 +33,46 @@ def hub_base(tiny_bases, tmp_path_factory):
     return snapshot
 
 
+class FakeHub:
+    """Stands in for transformers.trainer's `hf_api()` (no Hub here): records what each upload would send."""
+
+    def __init__(self):
+        self.uploads = []
+
+    def create_repo(self, repo_id, **_):
+        return SimpleNamespace(repo_id=repo_id)
+
+    def upload_folder(self, repo_id, folder_path, **_):
+        folder = Path(folder_path)
+        self.uploads.append({"repo_id": repo_id, "files": sorted(p.name for p in folder.iterdir()),
+                             "card": (folder / "README.md").read_text(encoding="utf-8")})
+
+
 @pytest.fixture(scope="module")
-def sft_run(hub_base, tmp_path_factory):
-    root = tmp_path_factory.mktemp("card")
-    assert run_sft_inprocess(write_config(root / "c.yaml", base_config(hub_base, root / "sft", max_steps=3))) == 0
-    return root / "sft"
+def pushed(hub_base, tmp_path_factory):
+    """A tiny SFT run with push_to_hub (the Hub faked): the run dir and what was uploaded."""
+    root, hub = tmp_path_factory.mktemp("card"), FakeHub()
+    cfg = base_config(hub_base, root / "sft", max_steps=3, push_to_hub=True, hub_model_id="kotune-test/sft")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("transformers.trainer.hf_api", lambda: hub)
+        assert run_sft_inprocess(write_config(root / "c.yaml", cfg)) == 0
+    return root / "sft", hub.uploads
+
+
+@pytest.fixture(scope="module")
+def sft_run(pushed):
+    return pushed[0]
+
+
+def test_push_to_hub_uploads_once_with_kotunes_card_and_every_file(pushed):
+    run, uploads = pushed
+    (upload,) = uploads  # one push, at the end (save_model's own push is held back until the files are written)
+    assert upload["repo_id"] == "kotune-test/sft"
+    assert {"README.md", "adapter_model.safetensors", "kotune_config.yaml", "data_report.json", "loss.png",
+            "trainer_state.json", "generation_config.json", "tokenizer.json"} <= set(upload["files"])
+    assert upload["card"] == (run / "README.md").read_text(encoding="utf-8")  # kotune's card, not TRL's
+    assert "kotune" in ModelCard(upload["card"]).data.tags and "AutoPeftModelForCausalLM.from_pretrained(" \
+        '"kotune-test/sft")' in upload["card"]
 
 
 def rendered(run_dir, **kw) -> str:
@@ -79,8 +116,8 @@ def test_eval_results_reach_the_metadata_after_refresh(sft_run, tmp_path):
     assert found[("klue/klue", "sts", "macro_f1")].metric_value == 0.5
     assert card.data.eval_results[0].dataset_args == {"num_few_shot": 0}
     meta = yaml.safe_load(card.content.split("---")[1])
-    assert meta["model-index"][0]["name"] == "run" and meta["base_model"] == HUB
-    assert "| Benchmark Dataset | Metric | run |" in card.text
+    assert meta["model-index"][0]["name"] == "sft" and meta["base_model"] == HUB  # hub_model_id names it
+    assert "| Benchmark Dataset | Metric | run |" in card.text  # results.md as kotune eval wrote it
 
 
 def test_merged_dir_has_a_model_card(sft_run, tmp_path):
