@@ -125,6 +125,10 @@ def test_every_stage_trains_from_a_base_full_or_qlora(stage, method, tiny_bases,
             cfg.pop(key)
     assert run_stage_script(stage, write_config(tmp_path / "c.yaml", cfg)) == 0
     assert json.loads((out / "trainer_state.json").read_text())["global_step"] == 2
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(out / "README.md")  # kotune's model card, in every stage's output dir
+    assert stage in card.data.tags and card.data.library_name == ("transformers" if method == "full" else "peft")
     if method == "full":
         assert (out / "model.safetensors").is_file() and not (out / "adapter_model.safetensors").exists()
     else:

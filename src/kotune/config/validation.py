@@ -22,6 +22,7 @@ from kotune.data.formats import FORMAT_NAMES
 from kotune.errors import ConfigError
 from kotune.eval.checks import eval_config_problems
 from kotune.stages.registry import STAGES, get_stage, stages_with
+from kotune.stages.trackers import tracker_problems
 
 logger = logging.getLogger("kotune.config")
 
@@ -257,6 +258,7 @@ def _cross_check(user: dict, model: dict, train: dict, stage: str, problems: lis
         problems.append("overwrite_output_dir and resume_from_checkpoint contradict each other: choose one")
     if train.get("deepspeed"):
         _check_deepspeed(train["deepspeed"], model, problems)
+    problems += tracker_problems(train.get("report_to"))
     if user.get("eval_tasks"):
         problems += eval_config_problems(stage, user["eval_tasks"], user.get("eval_data_dir"), check_paths,
                                          user.get("eval_baseline"), bool(model.get("use_peft")))

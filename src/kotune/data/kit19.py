@@ -26,7 +26,7 @@ DEFAULT_CAP = 5000  # KIT-19 takes about 5,000 examples per task
 class Task:
     name: str
     category: str
-    source: dict  # note, licence, and the routes: `hub` (its Hub copy) and `files` (raw files people download)
+    source: dict  # licence (Hub id), note, and the routes: `hub` (its Hub copy) and `files` (raw files people download)
     fields: tuple[str, ...]
     label_field: str | None
     label_values: dict
@@ -36,6 +36,11 @@ class Task:
     def hub(self) -> dict:
         """How to read the Hub copy: {id, subset, split, split_names, wrong_splits, script_only, labels, ...}."""
         return self.source.get("hub") or {}
+
+    @property
+    def license(self) -> str | None:
+        """The source's licence as a Hub licence id (cc-by-sa-4.0, ...), or None where the registry does not know it."""
+        return self.source.get("license")
 
     @property
     def files(self) -> list[dict]:

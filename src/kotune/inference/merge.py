@@ -1,7 +1,8 @@
 """`kotune merge ADAPTER_DIR --out DIR [--dtype bf16]`: a LoRA run merged into its base, as one full HF model.
 
 The output holds the merged weights, the run's tokenizer with its chat template, a generation_config whose EOS and
-pad match the tokenizer, and merge_info.json (what was merged, how). It is written into a temporary dir next to
+pad match the tokenizer, merge_info.json (what was merged, how, and the run's config and data report) and a model
+card (README.md, kotune.model_card). It is written into a temporary dir next to
 --out and renamed at the end, so a failed merge leaves nothing behind.
 """
 
@@ -70,6 +71,7 @@ def merge(adapter_dir: str | Path, out: str | Path, dtype: str | None = None, ov
         tokenizer.save_pretrained(tmp)
         merged.generation_config.save_pretrained(tmp)
         _write_info(tmp, chain, target)
+        _write_card(tmp, tokenizer, out.name)
     logger.info("merged model saved in %s", out)
     return out
 
@@ -78,6 +80,8 @@ def _write_info(path: Path, chain: list, dtype) -> None:
     from kotune.inference.loading import trained_model_args
     from kotune.records import package_versions, write_json
 
+    from kotune.model_card import run_facts
+
     args = trained_model_args(chain[-1])
     write_json(path / "merge_info.json", {
         "base": str(chain[0].resolve()) if isinstance(chain[0], Path) else chain[0],
@@ -85,7 +89,18 @@ def _write_info(path: Path, chain: list, dtype) -> None:
         "dtype": str(dtype).removeprefix("torch."),
         "trained_quantization": "4-bit" if args.load_in_4bit else "8-bit" if args.load_in_8bit else None,
         "versions": package_versions(),
+        "trained": run_facts(Path(chain[-1])),  # the run's config, data report and record: the card's inputs
     })
+
+
+def _write_card(path: Path, tokenizer, name: str) -> None:
+    """README.md of the merged model (kotune.model_card), from merge_info.json; a card that fails is logged."""
+    from kotune.model_card import write_model_card
+
+    try:
+        write_model_card(path, tokenizer, name=name)
+    except Exception as err:  # documentation: the merged weights are fine whatever happens here
+        logger.warning("model card not written: %s: %s", type(err).__name__, err)
 
 
 def main(argv: list[str]) -> int:

@@ -7,21 +7,25 @@ import os
 
 from kotune.config.schema import RunConfig
 from kotune.errors import KotuneError
+from kotune.model_card_text import hyperparameters
 from kotune.records import plot_loss, write_json, write_resolved_config, write_run_record
 from kotune.stages.distributed import start
 from kotune.stages.safety import NonFiniteLossError, check_output_dir, resolve_resume
+from kotune.stages.trackers import configure_trackers
 
 logger = logging.getLogger("kotune")
 
 
 def preflight(cfg: RunConfig) -> str | None:
     """The start of a run, on every rank before any rank writes: DeepSpeed's process group (if any), the output-dir
-    and resume checks, and an eval baseline that must be reachable. Returns the checkpoint to resume."""
+    and resume checks, the trackers' environment defaults, and an eval baseline that must be reachable. Returns the
+    checkpoint to resume."""
     start(cfg)
     checkpointing_from_memory_plan(cfg)
     args = cfg.training
     resume = resolve_resume(args.output_dir, args.resume_from_checkpoint) if args.resume_from_checkpoint else None
     check_output_dir(args.output_dir, cfg.kotune.overwrite_output_dir, resuming=resume is not None)
+    configure_trackers(cfg)
     if cfg.kotune.eval_tasks:
         from kotune.eval.run import check_baseline
 
@@ -104,8 +108,34 @@ def write_run_files(cfg: RunConfig, trainer, data_report: dict) -> None:
     write_run_record(out, files, trainer.args.world_size, {"distributed_type": distributed,
                                                           "precision": {"bf16": trainer.args.bf16,
                                                                         "fp16": trainer.args.fp16,
-                                                                        **cfg.hardware}})
+                                                                        **cfg.hardware},
+                                                          "hyperparameters": hyperparameters(cfg, trainer.args)})
     write_json(os.path.join(out, "data_report.json"), data_report)
+    use_kotune_card(trainer)
+
+
+def use_kotune_card(trainer) -> None:
+    """TRL writes its own README.md at every checkpoint and before every push (`create_model_card`); kotune's card
+    (kotune.model_card) takes its place, so what reaches the Hub is kotune's, rebuilt from the files at that time."""
+    def create_model_card(*_, **__):
+        write_card(trainer)
+
+    trainer.create_model_card = create_model_card
+
+
+def write_card(trainer) -> None:
+    """README.md in output_dir from the run's files, the live tokenizer and log history (main process only). A card
+    that fails is logged, never the end of a finished run."""
+    if not trainer.is_world_process_zero():
+        return
+    from kotune.model_card import write_model_card
+
+    try:
+        path = write_model_card(trainer.args.output_dir, trainer.processing_class, trainer.state.log_history)
+    except Exception as err:  # documentation: the model is saved whatever happens here
+        logger.warning("model card not written: %s: %s", type(err).__name__, err)
+    else:
+        logger.info("model card: %s", path)
 
 
 def log_trainable_dtype(model) -> None:
@@ -135,12 +165,13 @@ def train(trainer, sigterm, resume: str | None):
 
 
 def finish(trainer, train_result) -> None:
-    """Final model/adapter, tokenizer with chat template, generation config, metrics, state and loss curve."""
+    """Final model/adapter, tokenizer with chat template, generation config, metrics, state, loss curve and model
+    card; then, with push_to_hub, one push of the whole output_dir (so README.md and every file above go up)."""
     out = trainer.args.output_dir
     config = getattr(trainer.model, "config", None)
     if config is not None and hasattr(config, "use_cache"):
         config.use_cache = True  # turned off for training (packing, checkpointing); inference wants it
-    trainer.save_model(out)
+    trainer.save_model(out, _internal_call=True)  # with push_to_hub, the push waits for the files below
     metrics = dict(train_result.metrics)
     trainer.log_metrics("train", metrics)
     trainer.save_metrics("train", metrics)
@@ -152,7 +183,10 @@ def finish(trainer, train_result) -> None:
             generation_config.save_pretrained(out)
         if plot_loss(trainer.state.log_history, os.path.join(out, "loss.png")):
             logger.info("loss curve: %s", os.path.join(out, "loss.png"))
+        write_card(trainer)
         logger.info("done: model and tokenizer saved in %s", out)
+    if trainer.args.push_to_hub:  # every rank (the save inside may gather ZeRO-3 shards); uploads output_dir
+        trainer.push_to_hub(commit_message="End of training")
     close_process_group()
 
 

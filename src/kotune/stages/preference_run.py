@@ -69,9 +69,10 @@ def run_stage(argv: list[str], stage: str, recipe: Recipe) -> int:
 
     # --- trainer --------------------------------------------------------------------------------------------
     from kotune.stages.safety import SigtermCheckpoint
+    from kotune.stages.trackers import tracker_callbacks
 
     sigterm = SigtermCheckpoint()
-    callbacks = eval_callbacks(cfg, tokenizer, eval_dataset)
+    callbacks = eval_callbacks(cfg, tokenizer, eval_dataset) + tracker_callbacks(cfg)
     trainer = recipe.trainer()(**models, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
                                processing_class=tokenizer, callbacks=[sigterm, *callbacks])
     bind_callbacks(trainer, callbacks)

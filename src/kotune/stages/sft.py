@@ -63,10 +63,11 @@ def main(argv: list[str]) -> int:
     from kotune.data.packing import bfd_pack, collator, disable_cache_for_packing, log_bfd_step_change, packing_mode
     from kotune.stages.common import bind_callbacks, eval_callbacks
     from kotune.stages.safety import NonFiniteLossGuard, SigtermCheckpoint
+    from kotune.stages.trackers import tracker_callbacks
 
     mode = packing_mode(cfg.resolved, args)
     data_collator = collator(tokenizer, mode)
-    callbacks = eval_callbacks(cfg, tokenizer, eval_dataset)
+    callbacks = eval_callbacks(cfg, tokenizer, eval_dataset) + tracker_callbacks(cfg)
     if mode == "bfd":
         if len(variants) > 1:
             logger.warning("packing_strategy=bfd packs one fixed set of bins: KIT-19 templates stay as drawn for "
