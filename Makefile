@@ -13,7 +13,7 @@ export TORCH_EXTENSIONS_DIR ?= $(HOME)/.cache/kotune/torch_extensions
 LLAMA_CPP_SDIST := llama-cpp-python==0.3.36
 export KOTUNE_GGUF_VOCAB ?= $(HOME)/.cache/kotune/gguf_vocab
 
-.PHONY: install vocab demo test test-slow clean
+.PHONY: install install-gguf vocab converter demo test test-slow clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
@@ -35,13 +35,24 @@ $(KOTUNE_GGUF_VOCAB)/.extracted: | $(VENV)/.installed
 
 vocab: $(KOTUNE_GGUF_VOCAB)/.extracted
 
+# llama.cpp's GGUF converter, from the same sdist (kotune.export.llama_cpp_source keeps 2 MB of it per version).
+converter: | $(VENV)/.installed
+	$(PY) -c "from kotune.export.llama_cpp_source import converter_dir; print('llama.cpp converter:', converter_dir())"
+
+# llama.cpp itself (llama-cpp-python, built from source: several minutes on 2 cores), for q4_k_m and the slow
+# tests that load GGUF files.
+install-gguf: $(VENV)/.gguf-installed
+$(VENV)/.gguf-installed: $(VENV)/.installed
+	CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(PY) -m pip install -q -c constraints.txt -e '.[gguf]'
+	touch $@
+
 demo: install
 	$(VENV)/bin/kotune demo
 
-test: install vocab
+test: install vocab converter
 	$(PY) -m pytest -q
 
-test-slow: install vocab
+test-slow: install install-gguf vocab converter
 	$(PY) -m pytest -q -m slow
 
 clean:

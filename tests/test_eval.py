@@ -278,6 +278,11 @@ def test_korean_preset_offline(sft_run, tmp_path, capsys):
     assert suite_rows(table, "KorMedMCQA")[0].startswith("| kormedmcqa | exact_match,extract_answer | ")
     assert "rows per task: kmmlu 45, haerae 10, click 13, csatqa 6, kormedmcqa 4, hrm8k 6" in table
 
+    from kotune.model_card import eval_results  # the model card's metadata: the rows results.md shows
+    carded = {r.dataset_type for r in eval_results(record)}
+    assert {"kmmlu", *groups, "haerae", "hrm8k_gsm8k", "kormedmcqa"} <= carded
+    assert not carded & set(kmmlu_leaves)
+
 
 def test_other_korean_suites_offline(sft_run, tmp_path):
     """The other accepted suites that have fixtures: KMMLU's variants (KMMLU-HARD's configs, generated answers

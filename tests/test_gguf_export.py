@@ -14,6 +14,7 @@ import re
 
 import pytest
 import torch
+from huggingface_hub import ModelCard
 from conftest import base_config, run_sft_inprocess, write_config
 from helpers import QA_ROWS, greedy_new_ids
 
@@ -92,8 +93,10 @@ def test_export_writes_a_gguf_with_the_chat_template(llama_qa_run, tmp_path):
     assert path.name == "model-f16.gguf" and path.stat().st_size == info["size_bytes"] > 0
     assert info["gguf"]["architecture"] == "llama" and info["gguf"]["add_bos_token"] is True
     assert info["chat_template_embedded"] and info["source_kind"] == "adapter"
-    assert sorted(p.name for p in (tmp_path / "gguf").iterdir()) == ["Modelfile", "export_info.json",
+    assert sorted(p.name for p in (tmp_path / "gguf").iterdir()) == ["Modelfile", "README.md", "export_info.json",
                                                                      "model-f16.gguf"]
+    card = ModelCard.load(tmp_path / "gguf" / "README.md")
+    assert "gguf" in card.data.tags and "model-f16.gguf" in card.text and "Modelfile" in card.text
     assert "[/INST]" in (tmp_path / "gguf" / "Modelfile").read_text()
     assert sorted(p.name for p in llama_qa_run.iterdir()) == before
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging dir left behind
@@ -162,6 +165,14 @@ def test_quantized_exports_load_and_answer(quant, llama_qa_run, tmp_path):
     path = export_gguf(llama_qa_run, quant, out=tmp_path / quant)
     info = json.loads((path.parent / "export_info.json").read_text())
     assert path.name == f"model-{quant}.gguf" and sorted(p.name for p in path.parent.iterdir()) == [
-        "Modelfile", "export_info.json", path.name]
-    check = info["llama_cpp_check"]
-    assert check["finish_reason"] == "stop" and check["answer"].strip() == "서울입니다."
+        "Modelfile", "README.md", "export_info.json", path.name]
+    check = info["llama_cpp_check"]  # export's own check: an answer to an unseen prompt, ended by EOS
+    assert check["finish_reason"] == "stop" and check["answer"].strip() in {r["output"] for r in QA_ROWS}
+    llm = pytest.importorskip("llama_cpp").Llama(model_path=str(path), n_ctx=256, verbose=False)
+    try:
+        for row in QA_ROWS:
+            reply = llm.create_chat_completion([{"role": "user", "content": row["instruction"]}], max_tokens=24,
+                                               temperature=0.0, top_k=1)["choices"][0]
+            assert (reply["message"]["content"].strip(), reply["finish_reason"]) == (row["output"], "stop"), quant
+    finally:
+        llm.close()

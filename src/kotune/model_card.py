@@ -197,9 +197,13 @@ def eval_results(record: dict | None) -> list:
     by_shot = ({int(k.removesuffix("-shot")): v for k, v in record["tasks"].items()} if isinstance(shots, list)
                else {int(shots or 0): record["tasks"]})
     several = len(by_shot) > 1
+    shown_rows = {row for rows in (record.get("suites") or {}).values() for row in rows}
+    leaf = lambda task: task not in shown_rows and any(task.startswith(f"{s}_") for s in record.get("suites") or {})  # noqa: E731
     out = []
     for k, tasks in by_shot.items():
         for task, scores in tasks.items():
+            if leaf(task):  # a suite's subjects (KMMLU's 45): the card reports the suite and its groups, as results.md
+                continue
             dataset, subset, shown = EVAL_DATASETS.get(task, (task, None, task))
             for metric, value in scores.items():
                 label = METRICS.get(metric, metric)

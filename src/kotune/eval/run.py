@@ -110,6 +110,8 @@ def evaluate_run(run_dir: str | Path, tasks: str | list[str] | None = None, num_
     models = ([(baseline_label, baseline_scores)] if baseline_scores is not None else []) + [(name, scores)]
     (out / "results.md").write_text(results_markdown(models, shots, names, tree, next(iter(raws.values()))))
     logger.info("eval results: %s, %s", out / "results.json", out / "results.md")
+    if out.resolve() == (Path(run_dir) / "eval").resolve():
+        _refresh_card(run_dir)
     return {shot_key(k): v for k, v in scores.items()} if isinstance(num_fewshot, list) else scores[shots[0]]
 
 
@@ -129,6 +131,16 @@ def results_markdown(models: list, shots: list[int], names: list[str], tree: dic
         section = "\n".join(parts) + f"\n{k}-shot, {note}\n"
         blocks.append(f"### {shot_key(k)}\n\n{section}" if len(shots) > 1 else section)
     return "\n".join(b for b in blocks if b)
+
+
+def _refresh_card(run_dir) -> None:
+    """The run's model card gains the scores (model-index metadata); a card that fails is only logged."""
+    from kotune.model_card import refresh_model_card
+
+    try:
+        logger.info("model card updated with the scores: %s", refresh_model_card(run_dir))
+    except Exception as err:  # noqa: BLE001 - documentation: the scores are written whatever happens here
+        logger.warning("model card not updated: %s: %s", type(err).__name__, err)
 
 
 def shot_counts(num_fewshot) -> list[int]:

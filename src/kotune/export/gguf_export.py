@@ -75,6 +75,7 @@ def export_gguf(run_dir: str | Path, quant: str = "f16", out: str | Path | None 
             import shutil
 
             shutil.rmtree(tmp / "merged")
+        write_card(tmp, run, path.name, quant)
         write_json(tmp / "export_info.json", {
             "source": str(run.resolve()), "source_kind": kind, "file": path.name, "quant": quant,
             "size_bytes": path.stat().st_size, "gguf": {k: v for k, v in meta.items() if k != "chat_template"},
@@ -125,6 +126,23 @@ def llama_cpp_answer(path: Path, max_tokens: int = 24) -> dict:
                                        temperature=0.0, top_k=1)
     return {"prompt": CHECK_PROMPT, "answer": reply["choices"][0]["message"]["content"],
             "finish_reason": reply["choices"][0]["finish_reason"]}
+
+
+def write_card(out: Path, run: Path, file: str, quant: str) -> None:
+    """README.md: the source run's model card, tagged gguf, with how llama.cpp and Ollama load this file."""
+    from kotune.model_card import build_card
+
+    try:
+        card = build_card(run)
+    except Exception as err:  # noqa: BLE001 - documentation: the GGUF is fine whatever happens here
+        logger.warning("model card not written: %s: %s", type(err).__name__, err)
+        return
+    card.data.tags = [*(card.data.tags or []), "gguf", "llama.cpp", "ollama"]
+    card.text += (f"\n\n## GGUF ({quant})\n\n`{file}`은 llama.cpp의 변환기로 만든 파일이며, 토크나이저와 채팅 템플릿이 "
+                  f"들어 있습니다.\n\n```bash\nllama-cli -m {file} -cnv\nollama create my-model -f Modelfile && "
+                  f"ollama run my-model\n```\n\n```python\nfrom llama_cpp import Llama\nllm = Llama(model_path=\"{file}\")\n"
+                  "llm.create_chat_completion([{\"role\": \"user\", \"content\": \"안녕하세요\"}])\n```\n")
+    (out / "README.md").write_text(str(card), encoding="utf-8")
 
 
 def main(argv: list[str]) -> int:
