@@ -131,8 +131,11 @@ def llama_cpp_greedy(llm, prompt_ids: list[int], n: int) -> list[int]:
 @pytest.mark.slow
 @pytest.mark.parametrize("arch", FAMILIES)
 def test_llama_cpp_answers_like_transformers(arch, tmp_path):
-    """For each tiny family llama.cpp supports: llama.cpp tokenizes the rendered prompt as training did, and its
-    greedy tokens equal transformers' on the merged model (f32 export, so rounding cannot flip a choice)."""
+    """For each tiny family llama.cpp supports: llama.cpp tokenizes the rendered prompt as training did, its logits
+    are transformers' (f32 export), and its greedy tokens equal transformers' on the merged model. EXAONE-4's hybrid
+    attention is the one known gap: its logits differ, the export says so, and the answers still match."""
+    import numpy as np
+
     llama_cpp = pytest.importorskip("llama_cpp")
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -142,7 +145,9 @@ def test_llama_cpp_answers_like_transformers(arch, tmp_path):
     path = export_gguf(run, "f32", out=tmp_path / "gguf", keep_merged=True)
     tok = AutoTokenizer.from_pretrained(path.parent / "merged")
     model = AutoModelForCausalLM.from_pretrained(path.parent / "merged", dtype=torch.float32)
-    llm = llama_cpp.Llama(model_path=str(path), n_ctx=256, verbose=False)
+    gaps = json.loads((path.parent / "export_info.json").read_text())["known_differences"]
+    assert bool(gaps) == (arch == "exaone4")
+    llm = llama_cpp.Llama(model_path=str(path), n_ctx=256, verbose=False, logits_all=True)
     try:
         for row in QA_ROWS:
             hf = greedy_new_ids(model, tok, row["instruction"], 20)
@@ -152,6 +157,12 @@ def test_llama_cpp_answers_like_transformers(arch, tmp_path):
             assert llm.tokenize(prompt.encode(), add_bos=False, special=True) == ids
             assert tok.decode(hf, skip_special_tokens=True).strip() == row["output"]  # the run learned it
             assert llama_cpp_greedy(llm, ids, len(hf)) == hf, (arch, row["instruction"])
+            llm.reset()
+            llm.eval(ids + hf)
+            with torch.no_grad():
+                expected = model(torch.tensor([ids + hf])).logits[0].numpy()
+            gap = float(np.abs(np.array(llm.scores[:len(ids + hf)]) - expected).max())
+            assert gap < 0.1 or arch == "exaone4", (arch, gap)
     finally:
         llm.close()
 

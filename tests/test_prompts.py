@@ -87,3 +87,19 @@ def test_template_saved_with_tokenizer(tmp_path, tiny_bases):
     tok.save_pretrained(tmp_path)
     again = AutoTokenizer.from_pretrained(tmp_path)
     assert render_prompt(again, USER) == EXPECTED_PROMPT["koquality"]
+
+
+@pytest.mark.parametrize("fmt", sorted(TEMPLATES))
+def test_fast_rendering_is_the_chat_template(fmt, tokenizer):
+    """Preprocessing fills a cached skeleton for kotune's formats: the same text as apply_chat_template for every
+    prefix of a system + two-turn conversation, with contents that look like template syntax or hold the marker."""
+    from kotune.data.encode import _render_fast
+
+    install_template(tokenizer, fmt)
+    conv = [{"role": "system", "content": "당신은 {{ 친절한 }} 비서입니다.\n"},
+            {"role": "user", "content": " 첫 질문 {% if %} "}, {"role": "assistant", "content": "첫 답\n\n"},
+            {"role": "user", "content": "둘째 \x000\x00 질문"}, {"role": "assistant", "content": "둘째 답"}]
+    for n in range(1, len(conv) + 1):
+        for generation in (True, False):
+            expected = tokenizer.apply_chat_template(conv[:n], tokenize=False, add_generation_prompt=generation)
+            assert _render_fast(tokenizer, conv[:n], generation) == expected, (fmt, n, generation)
