@@ -67,6 +67,7 @@ def export_gguf(run_dir: str | Path, quant: str = "f16", out: str | Path | None 
         written = quant if quant in CONVERTER_TYPES else "f16"
         path = tmp / f"model-{written}.gguf"
         meta = convert(model_dir, path, written, pre_tokenizer, converter)
+        gaps = known_gaps(model_dir)
         if quant in LLAMA_QUANTS:
             path = quantize(path, tmp / f"model-{quant}.gguf", quant)
         (tmp / "Modelfile").write_text(modelfile(path.name, tokenizer, meta["add_bos_token"]), encoding="utf-8")
@@ -75,7 +76,6 @@ def export_gguf(run_dir: str | Path, quant: str = "f16", out: str | Path | None 
             import shutil
 
             shutil.rmtree(tmp / "merged")
-        gaps = known_gaps(model_dir)
         write_card(tmp, run, path.name, quant)
         write_json(tmp / "export_info.json", {
             "source": str(run.resolve()), "source_kind": kind, "file": path.name, "quant": quant,
