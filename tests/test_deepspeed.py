@@ -53,6 +53,7 @@ def ddp_run(tiny_bases, tmp_path, name, **extra):
     return out
 
 
+@pytest.mark.slow  # multi-process, over 30 s on 2 cores: `make test-slow`
 def test_zero3_matches_ddp_full_finetune_and_qlora(tiny_bases, tmp_path):
     """ZeRO-3 trains the same model as DDP, in two cases users run it for.
 

@@ -59,6 +59,7 @@ def test_bad_arguments(args, message):
     assert proc.returncode == 2 and message in proc.stderr
 
 
+@pytest.mark.slow  # multi-process, over 30 s on 2 cores: `make test-slow`
 def test_launch_trains_with_zero3_on_two_cpu_processes(tiny_bases, tmp_path):
     out = tmp_path / "out"
     path = write_config(tmp_path / "c.yaml", base_config(tiny_bases["gpt_neox"], out, max_steps=2))

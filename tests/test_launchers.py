@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import json
 import shutil
 import subprocess
@@ -40,6 +42,7 @@ def test_accelerate_two_cpu_processes(tiny_bases, tmp_path):
     _adapter_loads(tiny_bases["gpt_neox"], out)
 
 
+@pytest.mark.slow  # multi-process, over 30 s on 2 cores: `make test-slow`
 def test_accelerate_cpu_flag_form_trains(tiny_bases, tmp_path):
     """`accelerate launch --cpu --num_processes 2` (accelerate 1.15 starts one process for it) still trains."""
     out = tmp_path / "out"
@@ -49,6 +52,7 @@ def test_accelerate_cpu_flag_form_trains(tiny_bases, tmp_path):
     _adapter_loads(tiny_bases["gpt_neox"], out)
 
 
+@pytest.mark.slow  # multi-process, over 30 s on 2 cores: `make test-slow`
 def test_demo_runs_offline_and_answers(tmp_path):
     """`kotune demo` from a copy of the checkout: builds the base, SFT then DPO through the entry points, answers."""
     root = tmp_path / "checkout"

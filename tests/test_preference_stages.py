@@ -156,7 +156,9 @@ def test_every_stage_is_in_launch_sh_and_sweeps(tmp_path):
         assert load_sweep(sweep, check_paths=False).stage == stage
 
 
-@pytest.mark.parametrize("stage", ["orpo", "simpo", "kto", "rm", "grpo"])
+# GRPO (generation inside training) in the default suite; the other stages' launches are `make test-slow` (25 s each)
+@pytest.mark.parametrize("stage", [*(pytest.param(s, marks=pytest.mark.slow) for s in ("orpo", "simpo", "kto", "rm")),
+                                   "grpo"])
 def test_demo_recipe_trains_through_accelerate_launch(stage, preference_sft, tmp_path):
     """`accelerate launch train/<stage>.py configs/<stage>/polyglot-ko-tiny-demo.yaml`, two CPU processes, on the
     bundled Korean sample, from an SFT output dir (overrides only shorten it)."""

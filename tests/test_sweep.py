@@ -47,6 +47,7 @@ def test_run_names_are_readable_and_grid_expands_in_order():
     assert expand({"seed": [1, 2]}, [{"lora_r": 8}]) == [{"lora_r": 8, "seed": 1}, {"lora_r": 8, "seed": 2}]
 
 
+@pytest.mark.slow  # multi-process, over 30 s on 2 cores: `make test-slow`
 def test_killed_sweep_reruns_only_what_is_left(tmp_path, tiny_bases):
     sweep_file = _sweep_file(tmp_path, tiny_bases["gpt_neox"], grid=GRID)
     out = tmp_path / "sweep"
