@@ -37,6 +37,7 @@ MAX_LENGTH, BATCH = 512, 8
 SETUPS = {  # name: (runner, TRL/kotune settings)
     "kotune defaults": ("kotune", {}),
     "kotune packing: true": ("kotune", {"packing": True}),
+    "kotune packing: true, bf16: false": ("kotune", {"packing": True, "bf16": False}),
     "TRL defaults (bf16, checkpointing)": ("trl", {}),
     "TRL bf16=False": ("trl", {"bf16": False}),
     "TRL padding_free=True": ("trl", {"padding_free": True, "max_length": None}),
@@ -149,6 +150,7 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=3, help="steps not timed")
     parser.add_argument("--repeats", type=int, default=2, help="runs per setup; the fastest counts")
     parser.add_argument("--write", action="store_true", help="record the results in bench/RESULTS.md")
+    parser.add_argument("--only", help="setup names separated by ; (default: all); TRL defaults always run")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--work", help=argparse.SUPPRESS)
     opts = parser.parse_args()
@@ -162,8 +164,12 @@ def main() -> int:
     tiny_base("gpt_neox", work / "base", hidden=128, layers=2, seed=0)
     make_rows(opts.rows, work / "rows.jsonl")
     results: dict = {}
+    setups = list(SETUPS)
+    if opts.only:
+        wanted = {n.strip() for n in opts.only.split(";")} | {"TRL defaults (bf16, checkpointing)"}
+        setups = [n for n in SETUPS if n in wanted]
     for rep in range(opts.repeats):  # round robin, so a busy spell on a shared machine hits every setup alike
-        for name in SETUPS if rep % 2 == 0 else reversed(list(SETUPS)):
+        for name in setups if rep % 2 == 0 else reversed(setups):
             proc = subprocess.run([sys.executable, __file__, "--worker", name, "--work", str(work),
                                    "--steps", str(opts.steps), "--warmup", str(opts.warmup)], capture_output=True,
                                   text=True, env={**os.environ, "KOTUNE_CACHE_DIR": str(work / "cache")})
@@ -177,7 +183,7 @@ def main() -> int:
             best = results.get(name)
             results[name] = run if best is None or run["speed"] > best["speed"] else best
             results[name]["rss_mib"] = max(run["rss_mib"], best["rss_mib"] if best else 0)
-    results = {name: results[name] for name in SETUPS}
+    results = {name: results[name] for name in setups}
     table = make_table(results)
     print(table)
     if opts.write:

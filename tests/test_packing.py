@@ -106,3 +106,44 @@ def test_padding_free_collator_matches_trls_batch():
             assert ours[key].dtype == value.dtype and torch.equal(ours[key], value), key
         else:
             assert ours[key] == value, key
+
+
+@pytest.mark.parametrize("arch", ["qwen2", "gemma3_text", "exaone4", "gemma3"])
+def test_every_registered_family_packs_exactly(arch, tmp_path):
+    """Padding-free is the default for every registered family, so each one's attention must keep packed examples
+    apart: per-example losses equal the padded batch's (sdpa, use_cache off as kotune sets it)."""
+    from transformers import AutoModelForCausalLM
+
+    from kotune.testing.tiny import tiny_base
+
+    base = tiny_base(arch, tmp_path / arch, init_std=0.2)
+    tok = load_tokenizer(str(base))
+    install_template(tok, "komt")
+    ds, _ = build_sft_dataset(DatasetMixture(datasets=[DatasetSource(id=str(SAMPLE), format="instruction")], seed=0),
+                              tok, max_length=256)
+    examples = [ds[i] for i in range(4)]
+    model = AutoModelForCausalLM.from_pretrained(base, attn_implementation="sdpa").eval()
+    model.config.use_cache = False
+    with torch.no_grad():
+        padded = example_losses(model, collator(tok, "padded")(examples))
+        flat = example_losses(model, collator(tok, "padding_free")(examples))
+    torch.testing.assert_close(flat, padded, rtol=1e-5, atol=1e-5)
+
+
+def test_packing_default_follows_the_family(caplog):
+    """Left out of the config, packing is padding-free for registered families and padded (with the reason and
+    how to opt in) for an unknown family or a model whose code comes from its repo."""
+    from transformers import GPTNeoXConfig, LlamaConfig
+
+    from kotune.data.packing import default_packing
+
+    assert default_packing(GPTNeoXConfig(), trust_remote_code=False) is True
+    assert default_packing(LlamaConfig(), trust_remote_code=True) is True  # transformers' own code
+    unknown = LlamaConfig()
+    unknown.model_type = "my_new_arch"
+    assert default_packing(unknown, trust_remote_code=False) is False
+    remote = LlamaConfig()
+    remote.auto_map = {"AutoModelForCausalLM": "modeling_x.XForCausalLM"}
+    with caplog.at_level("INFO", logger="kotune.data.packing"):
+        assert default_packing(remote, trust_remote_code=True) is False
+    assert "set packing: true" in caplog.text

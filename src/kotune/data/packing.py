@@ -32,6 +32,25 @@ def packing_mode(resolved: dict, training_args) -> str:
                       "(padding-free, the default) or packing_strategy: bfd")
 
 
+def default_packing(base_config, trust_remote_code: bool) -> bool:
+    """`packing` when the config leaves it out: padding-free (the same examples per step, no pad tokens) for the
+    registered families, whose attention is tested to keep packed examples apart; padded batches for a family
+    kotune does not know or a model whose code comes from its repo (trust_remote_code), where that is untested."""
+    from kotune.models.architectures import GENERIC, spec_for
+
+    spec = spec_for(getattr(base_config, "model_type", None))
+    remote = trust_remote_code and bool(getattr(base_config, "auto_map", None))
+    if spec is GENERIC or remote:
+        why = "its modeling code comes with the model" if remote else f"'{base_config.model_type}' is not a " \
+              "registered family"
+        logger.info("packing: false (padded batches) by default: %s, so padding-free attention is untested; set "
+                    "packing: true to use it", why)
+        return False
+    logger.info("packing: true by default for %s: padding-free batches, the same examples per step (set packing: "
+                "false for padded batches)", spec.name)
+    return True
+
+
 def collator(tokenizer, mode: str):
     """TRL's language-modeling collator: padded batches with an attention mask, or one padding-free row.
 

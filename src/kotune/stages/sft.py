@@ -60,11 +60,14 @@ def main(argv: list[str]) -> int:
     # --- trainer --------------------------------------------------------------------------------------------
     from trl import SFTTrainer
 
-    from kotune.data.packing import bfd_pack, collator, disable_cache_for_packing, log_bfd_step_change, packing_mode
+    from kotune.data.packing import (bfd_pack, collator, default_packing, disable_cache_for_packing,
+                                     log_bfd_step_change, packing_mode)
     from kotune.stages.common import bind_callbacks, eval_callbacks
     from kotune.stages.safety import NonFiniteLossGuard, SigtermCheckpoint
     from kotune.stages.trackers import tracker_callbacks
 
+    if "packing" not in cfg.resolved:
+        args.packing = cfg.resolved["packing"] = default_packing(base_config, model_args.trust_remote_code)
     mode = packing_mode(cfg.resolved, args)
     data_collator = collator(tokenizer, mode)
     callbacks = eval_callbacks(cfg, tokenizer, eval_dataset) + tracker_callbacks(cfg)
