@@ -13,6 +13,7 @@ import argparse
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -73,8 +74,6 @@ def export_gguf(run_dir: str | Path, quant: str = "f16", out: str | Path | None 
         (tmp / "Modelfile").write_text(modelfile(path.name, tokenizer, meta["add_bos_token"]), encoding="utf-8")
         check = llama_cpp_answer(path) if installed_version() else None
         if kind == "adapter" and not keep_merged:
-            import shutil
-
             shutil.rmtree(tmp / "merged")
         write_card(tmp, run, path.name, quant)
         write_json(tmp / "export_info.json", {
