@@ -77,6 +77,28 @@ def timed(fn, *args):
     return (time.perf_counter() - t0, cpu() - c0), out
 
 
+def tokenizer_floor(tok, files: list[Path]) -> float:
+    """Seconds the Rust tokenizer alone takes over the rows' text (every string field), batched on every core:
+    the part of preprocessing no Python change can remove."""
+    texts = [" ".join(v for v in json.loads(line).values() if isinstance(v, str))
+             for path in files for line in path.read_text(encoding="utf-8").splitlines()]
+    backend = tok.backend_tokenizer
+    start = time.perf_counter()
+    for first in range(0, len(texts), 10_000):
+        backend.encode_batch_fast(texts[first:first + 10_000], add_special_tokens=False)
+    return time.perf_counter() - start
+
+
+def real_vocab_tokenizer():
+    """Qwen2's real 152K vocabulary from `make vocab`'s GGUF file, or None where it was not extracted."""
+    path = Path(os.environ.get("KOTUNE_GGUF_VOCAB", Path.home() / ".cache" / "kotune" / "gguf_vocab"))
+    if not (path / "ggml-vocab-qwen2.gguf").is_file():
+        return None
+    from transformers import PreTrainedTokenizerFast
+
+    return PreTrainedTokenizerFast.from_pretrained(str(path), gguf_file="ggml-vocab-qwen2.gguf")
+
+
 def batch_fraction(dataset, collate, batch_size: int, pad_id: int, n_batches: int, seed: int = 0):
     order = list(range(len(dataset)))
     random.Random(seed).shuffle(order)
@@ -120,7 +142,8 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--steps", type=int, default=30)
-    parser.add_argument("--num-proc", type=int, default=2, help="dataset_num_proc of the second cold run")
+    parser.add_argument("--num-proc", type=int, default=None,
+                        help="dataset_num_proc of the second cold run (default: unset, kotune's own choice)")
     parser.add_argument("--write", action="store_true", help="record the results in bench/RESULTS.md")
     opts = parser.parse_args()
 
@@ -138,7 +161,8 @@ def main() -> int:
     os.environ["KOTUNE_CACHE_DIR"] = str(work / "cache")
     base = tiny_base("gpt_neox", work / "base", hidden=128, layers=2, seed=0)
     files = make_rows(opts.rows, work / "data")
-    cfg = build_config({**config(files, base, work / "out", opts.rows), "dataset_num_proc": opts.num_proc})
+    num_proc = {"dataset_num_proc": opts.num_proc} if opts.num_proc else {}
+    cfg = build_config({**config(files, base, work / "out", opts.rows), **num_proc})
     tok = load_tokenizer(str(base))
     install_template(tok, "koquality")
 
@@ -150,6 +174,13 @@ def main() -> int:
     variants2, _, _, hit2 = prepare_sft_data(cfg, tok)
     warm = time.perf_counter() - t0
     assert hit2 and len(variants2[0]) == len(variants[0])
+    floor = tokenizer_floor(tok, files)
+    real = real_vocab_tokenizer()
+    if real is not None:
+        install_template(real, "koquality")
+        uncached = build_config({**config(files, base, work / "out", opts.rows), **num_proc, "data_cache": False})
+        (cold_real, cpu_real), _ = timed(prepare_sft_data, uncached, real)
+        floor_real = tokenizer_floor(real, files)
     dataset = variants[0]
     n_rows_in = sum(s["available"] for s in report.values())
 
@@ -159,12 +190,21 @@ def main() -> int:
     speed_trl = train_speed(base, padded, opts.steps)
     speed_kotune = train_speed(base, flat, opts.steps)
 
+    from kotune.data.encode_map import auto_num_proc
+
+    procs_label = (f"dataset_num_proc={opts.num_proc}" if opts.num_proc else
+                   f"default ({auto_num_proc(opts.rows, None)} processes)")
     rows = [
         ("rows generated / examples kept", f"{n_rows_in:,} / {len(dataset):,}", ""),
         ("preprocessing, cold, dataset_num_proc=1 (s wall / s CPU)", f"{cold1:.1f} / {cpu1:.1f}", "baseline"),
-        (f"preprocessing, cold, dataset_num_proc={opts.num_proc} (s wall / s CPU)",
+        (f"preprocessing, cold, {procs_label} (s wall / s CPU)",
          f"{cold:.1f} / {cpu:.1f}", f"{cold1 / cold:.2f}× the speed of one process, {n_rows_in / cold:,.0f} rows/s"),
         ("preprocessing, from cache (s)", f"{warm:.2f}", f"{cold / warm:.0f}× faster than cold"),
+        ("the Rust tokenizer alone on the rows' text, every core (s)", f"{floor:.1f}",
+         f"{floor / cold:.0%} of the cold {procs_label.split(' (')[0]} run"),
+        *([(f"Qwen2's real vocabulary: preprocessing, cold, {procs_label} (s wall / s CPU)",
+            f"{cold_real:.1f} / {cpu_real:.1f}", f"tokenizer alone {floor_real:.1f} s ({floor_real / cold_real:.0%})")]
+          if real is not None else []),
         ("useful-token fraction, TRL default padded batches", f"{frac_trl:.3f}", "baseline"),
         ("useful-token fraction, kotune packing: true", f"{frac_kotune:.3f}", f"{frac_kotune / frac_trl:.2f}×"),
         ("train useful tokens/s, TRL default padded", f"{speed_trl:,.0f}", "baseline"),

@@ -29,14 +29,19 @@ def _skeleton(template: str, roles: tuple[str, ...], add_generation_prompt: bool
     return [int(part) if i % 2 else part for i, part in enumerate(MARK.split(text))]
 
 
-def _render_fast(tokenizer, messages: list[dict], add_generation_prompt: bool) -> str:
+def _specials(tokenizer) -> tuple:
+    """The special tokens a chat template sees (bos_token, eos_token, ...), hashable for the skeleton cache."""
+    return tuple(sorted((k, v) for k, v in tokenizer.special_tokens_map.items() if isinstance(v, str)))
+
+
+def _render_fast(tokenizer, messages: list[dict], add_generation_prompt: bool, specials: tuple | None = None) -> str:
     """apply_chat_template(tokenize=False) without its per-call overhead (3x faster on 100K rows); kotune's own
     formats fill a cached skeleton instead of rendering (3x faster again). The round-trip tests hold both to the
-    public API's output."""
+    public API's output. `specials`: `_specials(tokenizer)`, computed once per batch by the caller."""
     template = tokenizer.chat_template
     if template in VERBATIM and not any("\x00" in m["content"] for m in messages):
         parts = _skeleton(template, tuple(m["role"] for m in messages), add_generation_prompt,
-                          tuple(sorted((k, v) for k, v in tokenizer.special_tokens_map.items() if isinstance(v, str))))
+                          specials if specials is not None else _specials(tokenizer))
         return "".join(messages[part]["content"] if isinstance(part, int) else part for part in parts)
     try:
         from transformers.utils.chat_template_utils import _compile_jinja_template
@@ -56,7 +61,8 @@ def _token_ids(tokenizer, texts: list[str]) -> list[list[int]]:
     return tokenizer(texts, add_special_tokens=False)["input_ids"]
 
 
-def _segments(tokenizer, messages: list[dict], last_turn_only: bool = False) -> list[tuple[str, bool]]:
+def _segments(tokenizer, messages: list[dict], last_turn_only: bool = False, specials: tuple | None = None,
+              ) -> list[tuple[str, bool]]:
     """The conversation as (text, trained) pieces: the prompt up to each assistant turn, then that turn. A turn
     marked `train: False` (or, with `last_turn_only`, every assistant turn but the last) is context."""
     pieces: list[tuple[str, bool]] = []
@@ -65,8 +71,8 @@ def _segments(tokenizer, messages: list[dict], last_turn_only: bool = False) -> 
     for i, message in enumerate(messages):
         if message["role"] != "assistant":
             continue
-        before = _render_fast(tokenizer, messages[:i], add_generation_prompt=True)
-        upto = _render_fast(tokenizer, messages[: i + 1], add_generation_prompt=False)
+        before = _render_fast(tokenizer, messages[:i], True, specials)
+        upto = _render_fast(tokenizer, messages[: i + 1], False, specials)
         if not before.startswith(rendered) or not upto.startswith(before):
             raise KotuneError(f"the chat template of '{tokenizer.name_or_path}' is not prefix-stable (a later turn "
                               "changes what came before), so kotune cannot mask it turn by turn: set prompt_format "
@@ -87,7 +93,8 @@ def encode_conversations(tokenizer, conversations: list[list[dict]], last_turn_o
     prompt prefix equals what inference sends. All pieces go to the tokenizer in one batch (fast tokenizers then
     use every core).
     """
-    segmented = [_segments(tokenizer, m, last_turn_only) for m in conversations]
+    specials = _specials(tokenizer)
+    segmented = [_segments(tokenizer, m, last_turn_only, specials) for m in conversations]
     texts = [text for pieces in segmented for text, _ in pieces]
     ids_flat = _token_ids(tokenizer, texts) if texts else []
     out, k = [], 0

@@ -1,39 +1,65 @@
-"""Tokenizing the mixture's picks through `datasets.map`: in `dataset_num_proc` processes, with its progress bar.
+"""Tokenizing the mixture's picks in chunks, in `dataset_num_proc` forked processes, with a progress bar.
 
 Rendering and tokenizing are per-pick work with no shared state, so they run in worker processes; the mixture
 (draw, drops, report, order) stays in the caller. Each pick's result depends on that pick alone, so any number of
-processes and any batch size give the same examples. The garbage collector is paused while the work runs: the
-millions of small id lists otherwise trigger full collections that scan every loaded record (87 s instead of 60 s
-for 100K rows here).
+processes and any chunk size give the same examples. Workers are forked: they inherit the records and the
+tokenizer instead of receiving them pickled (datasets' multi-process map pickled both to every worker, and two
+processes were slower than one on 2 cores), and send back one Arrow table per chunk. The garbage collector is
+paused while the work runs: the millions of small id lists otherwise trigger full collections that scan every
+loaded record (87 s instead of 60 s for 100K rows here).
 """
 
 from __future__ import annotations
 
 import contextlib
 import gc
+import itertools
 import logging
+import multiprocessing
 import os
-import pickle
+import shutil
+import sys
+import tempfile
 import uuid
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Callable
 
+import numpy as np
 import pyarrow as pa
-from datasets import Dataset, Features, List, Value
+import pyarrow.ipc  # noqa: F401  (pa.ipc)
+from datasets import Dataset, DatasetInfo, Features, List, Value
 from datasets.table import InMemoryTable
+from datasets.utils import tqdm as progress_bar
+
+from kotune.errors import KotuneError
 
 logger = logging.getLogger(__name__)
 
+CHUNK = 1000  # picks per unit of work: big enough for batched tokenizing, small enough to balance the workers
+MIN_PICKS_PER_PROCESS = 2000  # below this a fork costs more than it saves
+
+
 def auto_num_proc(n_picks: int, requested: int | None) -> int:
-    """`dataset_num_proc` when set, else one process.
+    """`dataset_num_proc` when set; else one process per usable core (at most 8), fewer for small data.
 
-    Measured here (2 cores shared with another user's test suite, 100K KIT-19 rows): 2 processes took 130 CPU-s
-    and 151 s wall against 66 CPU-s and 71 s for one; the batches themselves cost the same in the workers (+15%),
-    the rest goes to datasets' multi-process map around them. Until that is understood, more processes are opt-in.
+    One process already tokenizes on every core (the Rust tokenizer's own threads), but renders, masks and writes
+    on one; the workers do all of it in parallel (bench/RESULTS.md, packing).
 
-    >>> auto_num_proc(100_000, None), auto_num_proc(500, 3)
-    (1, 3)
+    >>> auto_num_proc(500, 3), auto_num_proc(500, None)
+    (3, 1)
     """
-    return max(1, int(requested)) if requested else 1
+    if requested:
+        return max(1, int(requested))
+    if not can_fork():
+        return 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(cores, 8, n_picks // MIN_PICKS_PER_PROCESS))
+
+
+def can_fork() -> bool:
+    """Forked workers only where fork is the safe, usual start method (Linux)."""
+    return sys.platform.startswith("linux") and "fork" in multiprocessing.get_all_start_methods()
 
 
 @contextlib.contextmanager
@@ -49,7 +75,8 @@ def paused_gc():
 
 
 def output_features(n_variants: int) -> Features:
-    """The columns one pick becomes; epoch 0's ids are int32 as `Dataset.from_dict` stores `input_ids`."""
+    """The columns one pick becomes; epoch 0's ids are int32 as `Dataset.from_dict` stores `input_ids`. A dropped
+    pick has empty lists and its reason."""
     cols = {}
     for v in range(n_variants):
         suffix = f"_{v}" if v else ""
@@ -58,65 +85,136 @@ def output_features(n_variants: int) -> Features:
     return Features({**cols, "reason": Value("string"), "truncated": Value("int8")})
 
 
-def _encode_batch(batch: dict, jobs: list[tuple[Callable, bool]], encode_source: Callable, n_variants: int,
-                  settings: dict) -> dict:
-    """One map batch: consecutive runs of the same source go to `encode_source` together."""
-    out: dict[str, list] = {name: [] for name in output_features(n_variants)}
-    sources, keys = batch["source"], batch["key"]
-    records = [pickle.loads(blob) for blob in batch["record"]]
-    start = 0
+def _list_array(rows: list, dtype) -> pa.Array:
+    """A list<int> Arrow column from Python lists, through one flat numpy array (4x faster than `pa.array`)."""
+    offsets = np.zeros(len(rows) + 1, np.int32)
+    np.cumsum(np.fromiter(map(len, rows), np.int64, len(rows)), out=offsets[1:])
+    values = np.fromiter(itertools.chain.from_iterable(rows), dtype, int(offsets[-1]))
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values))
+
+
+def take_lists(column: pa.ChunkedArray, rows: np.ndarray, slice_rows: int = 65536) -> pa.ChunkedArray:
+    """The given rows of a list<int> column, in that order, by numpy gathers over slices of the output (Arrow's
+    take of list columns took 2 s per 100K examples; small slices also keep int32 offsets valid at any size)."""
+    values, offsets, base = [], [np.zeros(1, np.int64)], 0
+    for chunk in column.chunks:
+        local = chunk.offsets.to_numpy().astype(np.int64)
+        values.append(chunk.values.to_numpy()[local[0]:local[-1]])
+        offsets.append(local[1:] - local[0] + base)
+        base += int(local[-1] - local[0])
+    flat, starts_of = np.concatenate(values), np.concatenate(offsets)
+    pieces = []
+    for first in range(0, len(rows), slice_rows):
+        part = rows[first:first + slice_rows]
+        starts = starts_of[part]
+        lengths = starts_of[part + 1] - starts
+        out = np.zeros(len(part) + 1, np.int64)
+        np.cumsum(lengths, out=out[1:])
+        index = np.repeat(starts - out[:-1], lengths) + np.arange(out[-1])
+        pieces.append(pa.ListArray.from_arrays(pa.array(out.astype(np.int32)), pa.array(flat[index])))
+    return pa.chunked_array(pieces, type=column.type)
+
+
+def _encode_chunk(job: tuple, start: int, end: int) -> pa.Table:
+    """Picks [start, end) as one Arrow table: consecutive runs of the same source go to `encode_source` together."""
+    drawn, picks, encode_source, n_variants, settings = job
+    ids: list[list] = [[] for _ in range(n_variants)]
+    labels: list[list] = [[] for _ in range(n_variants)]
+    reasons, cuts = [], []
     with paused_gc():
-        while start < len(sources):
-            end = start
-            while end < len(sources) and sources[end] == sources[start]:
-                end += 1
-            render, templated = jobs[sources[start]]
-            for variants, reason, cut in encode_source(render, templated, records[start:end], keys[start:end],
+        i = start
+        while i < end:
+            j = i
+            while j < end and picks[j][0] == picks[i][0]:
+                j += 1
+            rows = drawn[picks[i][0]][0]
+            records = [rows.records[index] for _, index, _ in picks[i:j]]
+            keys = [key for _, _, key in picks[i:j]]
+            for variants, reason, cut in encode_source(rows.to_messages, rows.templated, records, keys,
                                                        n_variants=n_variants, **settings):
                 for v in range(n_variants):
-                    suffix = f"_{v}" if v else ""
-                    out[f"input_ids{suffix}"].append(variants[v][0] if variants else None)
-                    out[f"labels{suffix}"].append(variants[v][1] if variants else None)
-                out["reason"].append(reason)
-                out["truncated"].append(cut)
-            start = end
-    return out
+                    ids[v].append(variants[v][0] if variants else ())
+                    labels[v].append(variants[v][1] if variants else ())
+                reasons.append(reason)
+                cuts.append(cut)
+            i = j
+        columns = {}
+        for v in range(n_variants):
+            suffix = f"_{v}" if v else ""
+            columns[f"input_ids{suffix}"] = _list_array(ids[v], np.int32)
+            columns[f"labels{suffix}"] = _list_array(labels[v], np.int64)
+        columns["reason"] = pa.array(reasons, pa.string())
+        columns["truncated"] = pa.array(cuts, pa.int8())
+        return pa.table(columns)
+
+
+_INHERITED: dict = {}  # the job, set in the parent just before the workers fork: they read it, nothing is pickled
+
+
+def _encode_inherited_chunk(bounds: tuple[int, int]) -> tuple[str, int]:
+    """A worker's chunk, written as an Arrow file the parent maps (pickling tables through the pool's pipe cost
+    2 s per 100K examples)."""
+    table = _encode_chunk(_INHERITED["job"], *bounds)
+    path = os.path.join(_INHERITED["spill"], f"{bounds[0]:012d}.arrow")
+    with pa.OSFile(path, "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table)
+    return path, table.num_rows
+
+
+def _read_spilled(path: str) -> pa.Table:
+    return pa.ipc.open_file(pa.memory_map(path)).read_all()  # mapped: it stays readable once the file is removed
 
 
 def encode_picks(drawn, encode_source: Callable, n_variants: int, num_proc: int, **settings) -> Dataset:
     """One row per pick, in draw order: `input_ids`/`labels` (epoch 0), `input_ids_k`/`labels_k` (epoch k), the
     reason a pick was dropped (or None) and whether it was truncated. `encode_source(render, templated, records,
     keys, n_variants=..., **settings)` yields (variants | None, reason | None, truncated) per pick."""
-    jobs = [(rows.to_messages, rows.templated) for rows, _ in drawn]
-    with paused_gc():  # straight to Arrow: from_dict's feature encoding of 100K pickles costs seconds
-        table = Dataset(InMemoryTable(pa.table({
-            "source": pa.array([s for s, (_, picks) in enumerate(drawn) for _ in picks], pa.int32()),
-            "record": pa.array([pickle.dumps(rows.records[p.index], protocol=pickle.HIGHEST_PROTOCOL)
-                                for rows, picks in drawn for p in picks], pa.binary()),
-            "key": pa.array([p.key for _, picks in drawn for p in picks], pa.string()),
-        })))
-    if not len(table):  # map() on no rows never calls the function, so it would not add the columns
-        return Dataset.from_dict({name: [] for name in output_features(n_variants)}, features=output_features(n_variants))
-    num_proc = min(num_proc, len(table))
-    fn_kwargs = {"jobs": jobs, "encode_source": encode_source, "n_variants": n_variants, "settings": settings}
-    with single_threaded_tokenizers(num_proc > 1):
-        return table.map(_encode_batch, batched=True, batch_size=1000, num_proc=num_proc if num_proc > 1 else None,
-                         fn_kwargs=fn_kwargs, remove_columns=table.column_names, features=output_features(n_variants),
-                         new_fingerprint=uuid.uuid4().hex,  # in memory, never reused: skip hashing the tokenizer
-                         desc="tokenizing")
+    picks = [(s, p.index, p.key) for s, (_, source_picks) in enumerate(drawn) for p in source_picks]
+    features = output_features(n_variants)
+    if not picks:
+        return Dataset.from_dict({name: [] for name in features}, features=features)
+    procs = min(num_proc, len(picks)) if can_fork() else 1
+    size = CHUNK if procs == 1 else max(1, min(CHUNK, -(-len(picks) // (4 * procs))))  # >= 4 chunks per worker
+    chunks = [(start, min(start + size, len(picks))) for start in range(0, len(picks), size)]
+    job = (drawn, picks, encode_source, n_variants, settings)
+    tables = []
+    with progress_bar(total=len(picks), unit=" examples", desc="tokenizing") as bar:
+        if procs == 1:
+            for start, end in chunks:
+                tables.append(_encode_chunk(job, start, end))
+                bar.update(end - start)
+        else:
+            _INHERITED.update(job=job, spill=tempfile.mkdtemp(prefix="kotune-tokenized-"))
+            try:
+                with single_threaded_tokenizers(), ProcessPoolExecutor(
+                        procs, mp_context=multiprocessing.get_context("fork")) as pool:
+                    for path, n_rows in pool.map(_encode_inherited_chunk, chunks):
+                        tables.append(_read_spilled(path))
+                        bar.update(n_rows)
+            except BrokenProcessPool as err:
+                raise KotuneError(f"a tokenizing process died ({err}); the usual cause is memory: set "
+                                  f"dataset_num_proc to fewer than {procs} (1 tokenizes in this process)") from None
+            finally:
+                shutil.rmtree(_INHERITED["spill"], ignore_errors=True)
+                _INHERITED.clear()
+    return in_memory_dataset(pa.concat_tables(tables).cast(features.arrow_schema), features)
+
+
+def in_memory_dataset(table: pa.Table, features: Features) -> Dataset:
+    """A Dataset over an Arrow table as it is. Its fingerprint is random: datasets would otherwise hash every
+    token to make one (2 s per 100K rows), and kotune's own cache is keyed on the inputs, not on this."""
+    return Dataset(InMemoryTable(table), info=DatasetInfo(features=features), fingerprint=uuid.uuid4().hex)
 
 
 @contextlib.contextmanager
-def single_threaded_tokenizers(forking: bool):
+def single_threaded_tokenizers():
     """Forked workers tokenize on one thread each: a Rust thread pool used before the fork does not survive it
     (the tokenizers library warns, or with TOKENIZERS_PARALLELISM=true can hang), and the processes fill the cores.
-    The parent's objects are frozen out of the garbage collector meanwhile."""
-    if not forking:
-        yield
-        return
+    The parent's objects are frozen out of the garbage collector meanwhile, so the workers never scan (and copy)
+    them."""
     before = os.environ.get("TOKENIZERS_PARALLELISM")
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
-    gc.freeze()  # what exists now is never scanned in the forked workers (nor copied by their collections)
+    gc.freeze()
     try:
         yield
     finally:
