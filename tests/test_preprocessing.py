@@ -55,3 +55,34 @@ def test_an_error_in_a_worker_is_the_users_error_and_leaves_no_files(tiny_bases)
     with pytest.raises(KotuneError, match="not prefix-stable"):
         build_sft_data(mixture, tok, 96, num_proc=2)
     assert set(Path(tempfile.gettempdir()).glob("kotune-tokenized-*")) == before
+
+
+def test_kit19_retries_skip_only_templates_that_cannot_fit(tiny_bases, monkeypatch):
+    """A row too long under its drawn template is retried with others; the shortcut that skips templates whose
+    length estimate cannot fit keeps exactly the examples that trying every template keeps."""
+    from kotune.data import encode, sft_dataset
+    from kotune.data.sources import Kit19Renderer
+
+    tokenized = []
+    real = encode._token_ids
+    monkeypatch.setattr(encode, "_token_ids", lambda tok, texts: tokenized.append(len(texts)) or real(tok, texts))
+
+    tok = load_tokenizer(str(tiny_bases["gpt_neox"]))
+    install_template(tok, "koquality")
+    review = "배우들 연기가 정말 자연스럽고 음악도 장면마다 잘 어울려서 끝까지 몰입해서 봤어요. "
+    records = [{"document": review * k, "label": k % 2} for k in range(1, 40)]
+    keys = [f"row{k}" for k in range(len(records))]
+
+    def run(tries=8):
+        return sft_dataset.encode_source(Kit19Renderer("nsmc", 3), True, records, keys, tok, max_length=160,
+                                         overlong="drop", n_variants=2, tries=tries)
+
+    shortcut = run()
+    with_shortcut = sum(tokenized)
+    monkeypatch.setattr(sft_dataset, "RETRY_MARGIN", float("inf"))  # tokenize every template
+    assert run() == shortcut
+    assert sum(tokenized) - with_shortcut > 2 * with_shortcut  # the hopeless templates were never tokenized
+    kept = [r for r in shortcut if r[1] is None]
+    assert 0 < len(kept) < len(records) and {r[1] for r in shortcut} == {None, "longer than max_length"}
+    assert len(kept) > sum(r[1] is None for r in run(tries=1))  # some rows fit only under another template
+    assert all(len(ids) <= 160 for variants, _, _ in kept for ids, _ in variants)

@@ -93,28 +93,6 @@ def _list_array(rows: list, dtype) -> pa.Array:
     return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values))
 
 
-def take_lists(column: pa.ChunkedArray, rows: np.ndarray, slice_rows: int = 65536) -> pa.ChunkedArray:
-    """The given rows of a list<int> column, in that order, by numpy gathers over slices of the output (Arrow's
-    take of list columns took 2 s per 100K examples; small slices also keep int32 offsets valid at any size)."""
-    values, offsets, base = [], [np.zeros(1, np.int64)], 0
-    for chunk in column.chunks:
-        local = chunk.offsets.to_numpy().astype(np.int64)
-        values.append(chunk.values.to_numpy()[local[0]:local[-1]])
-        offsets.append(local[1:] - local[0] + base)
-        base += int(local[-1] - local[0])
-    flat, starts_of = np.concatenate(values), np.concatenate(offsets)
-    pieces = []
-    for first in range(0, len(rows), slice_rows):
-        part = rows[first:first + slice_rows]
-        starts = starts_of[part]
-        lengths = starts_of[part + 1] - starts
-        out = np.zeros(len(part) + 1, np.int64)
-        np.cumsum(lengths, out=out[1:])
-        index = np.repeat(starts - out[:-1], lengths) + np.arange(out[-1])
-        pieces.append(pa.ListArray.from_arrays(pa.array(out.astype(np.int32)), pa.array(flat[index])))
-    return pa.chunked_array(pieces, type=column.type)
-
-
 def _encode_chunk(job: tuple, start: int, end: int) -> pa.Table:
     """Picks [start, end) as one Arrow table: consecutive runs of the same source go to `encode_source` together."""
     drawn, picks, encode_source, n_variants, settings = job
