@@ -1,6 +1,6 @@
 """Benchmark: kotune's SFT step vs TRL SFTTrainer's defaults and TRL's padding-free batches, same model and data.
 
-    HF_HUB_OFFLINE=1 .venv/bin/python bench/sft_speed.py [--rows 1200] [--steps 24] [--write]
+    HF_HUB_OFFLINE=1 .venv/bin/python bench/sft_speed.py [--rows 1200] [--steps 24] [--isa AVX2] [--write]
 
 One tiny GPT-NeoX (built from config, random weights), one set of Korean instruction rows with a long tail of
 lengths (all within max_length, so no setup drops or truncates), full fine-tuning, batch 8, the same number of
@@ -151,6 +151,8 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=2, help="runs per setup; the fastest counts")
     parser.add_argument("--write", action="store_true", help="record the results in bench/RESULTS.md")
     parser.add_argument("--only", help="setup names separated by ; (default: all); TRL defaults always run")
+    parser.add_argument("--isa", help="ONEDNN_MAX_CPU_ISA for every setup (AVX2: torch emulates bf16, as on a CPU "
+                                      "without AVX512-BF16/AMX); recorded in its own section")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--work", help=argparse.SUPPRESS)
     opts = parser.parse_args()
@@ -172,7 +174,8 @@ def main() -> int:
         for name in setups if rep % 2 == 0 else reversed(setups):
             proc = subprocess.run([sys.executable, __file__, "--worker", name, "--work", str(work),
                                    "--steps", str(opts.steps), "--warmup", str(opts.warmup)], capture_output=True,
-                                  text=True, env={**os.environ, "KOTUNE_CACHE_DIR": str(work / "cache")})
+                                  text=True, env={**os.environ, "KOTUNE_CACHE_DIR": str(work / "cache"),
+                                                 **({"ONEDNN_MAX_CPU_ISA": opts.isa} if opts.isa else {})})
             line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
             if proc.returncode or not line:
                 print(f"{name}: failed\n{proc.stderr[-3000:]}", file=sys.stderr)
@@ -190,7 +193,7 @@ def main() -> int:
         sys.path.insert(0, str(ROOT / "bench"))
         from packing import write_results
 
-        write_results("sft_speed", table, " ".join(["python bench/sft_speed.py"] + sys.argv[1:]).replace(" --write", ""))
+        write_results(f"sft_speed_{opts.isa.lower()}" if opts.isa else "sft_speed", table, " ".join(["python bench/sft_speed.py"] + sys.argv[1:]).replace(" --write", ""))
     return 0
 
 

@@ -23,6 +23,18 @@ def test_unset_precision_follows_the_cpu(tmp_path, tiny_bases):
     assert cfg.hardware["precision"].startswith("bf16" if native else "fp32")
 
 
+def test_a_kernel_isa_cap_below_bf16_means_fp32(tmp_path, tiny_bases, monkeypatch):
+    """ONEDNN_MAX_CPU_ISA=AVX2 makes torch emulate bf16 even on an AVX512-BF16 CPU: kotune then trains in fp32."""
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    cfg = build_config(unset(base_config(tiny_bases["gpt_neox"], tmp_path / "o")))
+    assert cfg.training.bf16 is False and not cfg.training.fp16
+    assert cfg.hardware["precision"].startswith("fp32: this CPU has no native bf16 at ONEDNN_MAX_CPU_ISA=AVX2")
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "avx512_core_amx")  # a cap at or above bf16 changes nothing
+    native = native_cpu_bf16()
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
+    assert native is native_cpu_bf16()
+
+
 def test_an_explicit_setting_wins_and_emulated_bf16_is_warned(tmp_path, tiny_bases, caplog):
     raw = {**base_config(tiny_bases["gpt_neox"], tmp_path / "o"), "bf16": True, "gradient_checkpointing": True}
     with caplog.at_level(logging.WARNING, logger="kotune.config"):

@@ -7,12 +7,14 @@ here); checkpointing recomputes activations that fit anyway. So:
   CUDA GPU without bf16, fp32 otherwise;
 - gradient checkpointing off on the CPU; on a GPU, on only when the memory plan (`kotune plan`'s estimate) of this
   run does not fit in the GPU's memory without it: decided at the start of the run (`checkpointing_from_plan`).
-An explicit `bf16`/`fp16`/`gradient_checkpointing` wins, with a warning when bf16 will be emulated.
+An explicit `bf16`/`fp16`/`gradient_checkpointing` wins, with a warning when bf16 will be emulated. A oneDNN
+instruction-set cap below bf16 (`ONEDNN_MAX_CPU_ISA=AVX2`) counts as no native bf16: torch then emulates it.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import torch
@@ -24,8 +26,22 @@ HEADROOM = 0.9  # of the GPU's memory: the plan is an estimate, and the allocato
 GiB = 1024**3
 
 
+# oneDNN's instruction-set caps (ONEDNN_MAX_CPU_ISA) at which its bf16 kernels are still native
+NATIVE_BF16_ISAS = ("AVX512_CORE_BF16", "AVX512_CORE_FP16", "AVX512_CORE_AMX", "AVX10_", "ALL", "DEFAULT")
+
+
+def isa_cap() -> str | None:
+    """oneDNN's instruction-set cap when the environment sets one below native bf16 (ONEDNN_MAX_CPU_ISA=AVX2 makes
+    a bf16 step 13x slower than fp32 on this AVX512-BF16 CPU, as on a CPU without it), else None."""
+    cap = (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "").strip().upper()
+    return cap if cap and not cap.startswith(NATIVE_BF16_ISAS) else None
+
+
 def native_cpu_bf16() -> bool:
-    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX), as torch or the kernel reports it."""
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX), as torch or the kernel reports it, and torch's
+    kernels are not capped below it."""
+    if isa_cap():
+        return False
     check = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
     if check is not None and check():
         return True
@@ -52,8 +68,9 @@ def hardware_defaults(training: dict) -> tuple[dict, dict[str, str]]:
         else:
             native = native_cpu_bf16()
             set_here.update(bf16=native, fp16=False)
+            cap = f" at ONEDNN_MAX_CPU_ISA={isa_cap()}" if isa_cap() else ""
             reasons["precision"] = "bf16: the CPU has AVX512-BF16/AMX" if native else \
-                "fp32: this CPU has no native bf16 (torch would emulate it, ~8x slower)"
+                f"fp32: this CPU has no native bf16{cap} (torch would emulate it, ~8x slower)"
     else:
         reasons["precision"] = "as configured"
         if training.get("bf16") and not cuda and not native_cpu_bf16():
