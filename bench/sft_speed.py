@@ -11,8 +11,8 @@ optimizer steps. Each setup runs in its own process (peak RSS is per setup):
   without bf16 emulation or checkpointing, and bfd packing.
 Useful tokens are non-pad tokens (`include_num_input_tokens_seen="non_padding"`) per second of wall time over the
 steps after `--warmup`, timed by a callback that the bench adds to every Trainer (kotune's too); the fastest of
-`--repeats` round-robin runs counts (a shared machine's busy spells only slow runs down). Ratios are against TRL's
-defaults and TRL's best setup measured in the same run.
+`--repeats` round-robin runs counts (a shared machine's busy spells only slow runs down), and the median of the runs
+is shown beside it. Ratios are against TRL's defaults and TRL's best setup measured in the same run.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import json
 import os
 import random
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -184,8 +185,10 @@ def main() -> int:
             run["speed"] = run["tokens"] / run["seconds"]
             print(f"{name}: {run['speed']:,.0f} tokens/s", file=sys.stderr)
             best = results.get(name)
+            runs = (best["runs"] if best else []) + [run["speed"]]
             results[name] = run if best is None or run["speed"] > best["speed"] else best
             results[name]["rss_mib"] = max(run["rss_mib"], best["rss_mib"] if best else 0)
+            results[name]["runs"] = runs
     results = {name: results[name] for name in setups}
     table = make_table(results)
     print(table)
@@ -201,11 +204,13 @@ def make_table(results: dict) -> str:
     default = results["TRL defaults (bf16, checkpointing)"]["speed"]
     best_name = max((n for n in results if n.startswith("TRL")), key=lambda n: results[n]["speed"])
     best = results[best_name]["speed"]
-    lines = ["| setup | useful tokens/s | vs TRL defaults | vs TRL best | peak RSS (MiB) |", "|---|---|---|---|---|"]
+    median = {name: statistics.median(r["runs"]) for name, r in results.items()}
+    lines = ["| setup | useful tokens/s | vs TRL defaults | vs TRL best | median of runs (vs TRL best's median) "
+             "| peak RSS (MiB) |", "|---|---|---|---|---|---|"]
     for name, r in results.items():
         mark = " (TRL best)" if name == best_name else ""
         lines.append(f"| {name}{mark} | {r['speed']:,.0f} | {r['speed'] / default:.2f}× | {r['speed'] / best:.2f}× "
-                     f"| {r['rss_mib']:,.0f} |")
+                     f"| {median[name]:,.0f} ({median[name] / median[best_name]:.2f}×) | {r['rss_mib']:,.0f} |")
     return "\n".join(lines)
 
 
