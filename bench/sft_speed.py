@@ -196,7 +196,8 @@ def main() -> int:
         sys.path.insert(0, str(ROOT / "bench"))
         from packing import write_results
 
-        write_results(f"sft_speed_{opts.isa.lower()}" if opts.isa else "sft_speed", table, " ".join(["python bench/sft_speed.py"] + sys.argv[1:]).replace(" --write", ""))
+        command = " ".join(["python bench/sft_speed.py"] + sys.argv[1:]).replace(" --write", "")
+        write_results(f"sft_speed_{opts.isa.lower()}" if opts.isa else "sft_speed", table, command)
     return 0
 
 

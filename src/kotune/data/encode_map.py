@@ -4,9 +4,9 @@ Rendering and tokenizing are per-pick work with no shared state, so they run in 
 (draw, drops, report, order) stays in the caller. Each pick's result depends on that pick alone, so any number of
 processes and any chunk size give the same examples. Workers are forked: they inherit the records and the
 tokenizer instead of receiving them pickled (datasets' multi-process map pickled both to every worker, and two
-processes were slower than one on 2 cores), and write one Arrow file per chunk that the parent maps. The garbage collector is
-paused while the work runs: the millions of small id lists otherwise trigger full collections that scan every
-loaded record (87 s instead of 60 s for 100K rows here).
+processes were slower than one on 2 cores), and write one Arrow file per chunk that the parent maps. The garbage
+collector is paused while the work runs: the millions of small id lists otherwise trigger full collections that
+scan every loaded record (87 s instead of 60 s for 100K rows here).
 """
 
 from __future__ import annotations

@@ -126,7 +126,8 @@ def load_task(name: str) -> Task:
     from jinja2 import Environment, StrictUndefined
 
     env = Environment(undefined=StrictUndefined, keep_trailing_newline=False)
-    templates = tuple(env.from_string(PART.join(_one_part(t.get(part) or "") for part in ("instruction", "input", "output")))
+    parts = ("instruction", "input", "output")
+    templates = tuple(env.from_string(PART.join(_one_part(t.get(part) or "") for part in parts))
                       for t in spec["templates"])
     labels = spec.get("labels") or {}
     return Task(name=spec["name"], category=spec["category"], source=spec["source"], fields=tuple(spec["fields"]),
