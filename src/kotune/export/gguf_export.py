@@ -18,7 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from kotune.atomic_dir import check_free, staged_dir
+from kotune.atomic_dir import check_out, staged_dir
 from kotune.errors import KotuneError
 
 logger = logging.getLogger("kotune.export")
@@ -27,6 +27,7 @@ CONVERTER_TYPES = ("f32", "f16", "bf16", "q8_0")  # written by the converter its
 LLAMA_QUANTS = {"q4_k_m": "LLAMA_FTYPE_MOSTLY_Q4_K_M", "q5_k_m": "LLAMA_FTYPE_MOSTLY_Q5_K_M",
                 "q6_k": "LLAMA_FTYPE_MOSTLY_Q6_K", "q4_0": "LLAMA_FTYPE_MOSTLY_Q4_0"}
 CHECK_PROMPT = "한국의 수도는 어디인가요?"
+INFO_FILE = "export_info.json"  # written into every export: --overwrite replaces only folders holding it
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -38,26 +39,26 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--out", help="output folder (default: RUN_DIR-gguf next to the run)")
     parser.add_argument("--pre-tokenizer", help="llama.cpp's name for a BPE pre-tokenizer it does not recognise")
     parser.add_argument("--keep-merged", action="store_true", help="keep the merged HF model in OUT/merged")
-    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an --out that an earlier `kotune export` wrote (it holds export_info.json)")
     return parser.parse_args(argv)
 
 
 def export_gguf(run_dir: str | Path, quant: str = "f16", out: str | Path | None = None,
                 pre_tokenizer: str | None = None, keep_merged: bool = False, overwrite: bool = False) -> Path:
     """Write OUT/model-QUANT.gguf, OUT/Modelfile and OUT/export_info.json; returns the GGUF's path."""
+    from kotune.inference.merge import input_dirs, merge
+
+    run = Path(run_dir)
+    out = Path(out) if out else run.with_name(f"{run.name}-gguf")
+    if run.is_dir():  # before anything heavy loads: an --out that would destroy an input or someone's files
+        check_out(out, input_dirs(run), overwrite, INFO_FILE, "kotune export")
     from kotune.export.llama_cpp_source import converter_dir, installed_version
     from kotune.export.modelfile import modelfile
     from kotune.inference.loading import load_run_tokenizer, run_kind
-    from kotune.inference.merge import merge
     from kotune.records import package_versions, write_json
 
-    run = Path(run_dir)
     kind = run_kind(run)
-    out = Path(out) if out else run.with_name(f"{run.name}-gguf")
-    check_free(out, overwrite)
-    if kind == "adapter" and run.resolve() in out.resolve().parents:
-        raise KotuneError(f"--out '{out}' is inside the adapter dir, where the merged model cannot be staged; "
-                          "choose a separate folder (the default is RUN_DIR-gguf)")
     if quant in LLAMA_QUANTS and installed_version() is None:
         raise KotuneError(f"--quant {quant} is made by llama.cpp's quantizer: `pip install -e .[gguf]` "
                           "(builds llama-cpp-python, several minutes), or use --quant f16/q8_0")
@@ -76,7 +77,7 @@ def export_gguf(run_dir: str | Path, quant: str = "f16", out: str | Path | None 
         if kind == "adapter" and not keep_merged:
             shutil.rmtree(tmp / "merged")
         write_card(tmp, run, path.name, quant)
-        write_json(tmp / "export_info.json", {
+        write_json(tmp / INFO_FILE, {
             "source": str(run.resolve()), "source_kind": kind, "file": path.name, "quant": quant,
             "size_bytes": path.stat().st_size, "gguf": {k: v for k, v in meta.items() if k != "chat_template"},
             "chat_template_embedded": bool(meta["chat_template"]), "converter": str(converter),

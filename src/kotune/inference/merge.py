@@ -12,13 +12,15 @@ import argparse
 import logging
 from pathlib import Path
 
-from kotune.atomic_dir import check_free, staged_dir
+from kotune.atomic_dir import check_out, staged_dir
 from kotune.errors import KotuneError
 
 logger = logging.getLogger("kotune.export")
 
 DTYPE_NAMES = {"bf16": "bfloat16", "bfloat16": "bfloat16", "fp16": "float16", "float16": "float16",
                "fp32": "float32", "float32": "float32"}
+INFO_FILE = "merge_info.json"  # written into every merged model: --overwrite replaces only folders holding it
+MAX_CHAIN = 8  # adapters on adapters; kotune.inference.loading refuses deeper chains
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -29,34 +31,53 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                     "quantized as in training, then dequantized. An adapter whose base is another adapter dir is "
                     "merged as a chain.")
     parser.add_argument("adapter_dir", help="an SFT/DPO output dir holding adapter_config.json")
-    parser.add_argument("--out", required=True, help="where the merged model goes (must not exist or be empty)")
+    parser.add_argument("--out", required=True, help="where the merged model goes: a new or empty folder, apart "
+                                                     "from the adapter dir and its base")
     parser.add_argument("--dtype", choices=sorted(DTYPE_NAMES),
                         help="dtype of the merged weights (default: the base's saved dtype)")
-    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an --out that an earlier `kotune merge` wrote (it holds merge_info.json)")
     return parser.parse_args(argv)
 
 
+def input_dirs(run_dir: Path) -> dict[str, Path]:
+    """{what it is: local dir} of everything a run dir reads: the run, the adapters it chains through and the base,
+    when that is a local folder (a relative base resolves against the current directory, as loading does). Read
+    from adapter_config.json only: no heavy import."""
+    from kotune.models.adapter_dirs import adapter_base
+
+    found = {"adapter dir" if adapter_base(run_dir) else "run dir": run_dir}
+    current = run_dir
+    for depth in range(MAX_CHAIN):
+        parent = adapter_base(current)
+        if parent is None or not Path(parent).is_dir():
+            break
+        current = Path(parent)
+        role = "base adapter dir" if adapter_base(current) else "base model dir"
+        found[role if role not in found else f"{role} {depth + 1}"] = current
+    return found
+
+
 def check_paths(adapter_dir: Path, out: Path, overwrite: bool) -> None:
-    """Every problem with the two paths before any weights load."""
+    """Every problem with the two paths before any weights load (the --out checks before torch is imported)."""
+    if adapter_dir.is_dir():
+        check_out(out, input_dirs(adapter_dir), overwrite, INFO_FILE, "kotune merge")
     from kotune.inference.loading import run_kind
 
     if run_kind(adapter_dir) == "model":
         raise KotuneError(f"'{adapter_dir}' is already a full model (config.json, no adapter_config.json): there is "
                           "nothing to merge; load it directly with AutoModelForCausalLM or `kotune chat`")
-    if out.resolve() == adapter_dir.resolve() or adapter_dir.resolve() in out.resolve().parents:
-        raise KotuneError(f"--out '{out}' is inside the adapter dir; choose a separate folder")
-    check_free(out, overwrite)
 
 
 def merge(adapter_dir: str | Path, out: str | Path, dtype: str | None = None, overwrite: bool = False) -> Path:
     """Merge `adapter_dir` into its base and save the full model in `out`; returns `out`."""
+    adapter_dir, out = Path(adapter_dir), Path(out)
+    check_paths(adapter_dir, out, overwrite)
     import torch
 
     from kotune.inference.loading import adapter_chain, load_adapted, load_run_tokenizer, saved_dtype
     from kotune.models.loading import sync_special_tokens
 
-    adapter_dir, out = Path(adapter_dir), Path(out)
-    check_paths(adapter_dir, out, overwrite)
     chain = adapter_chain(adapter_dir)
     target = getattr(torch, DTYPE_NAMES[dtype]) if dtype else saved_dtype(chain[0])
     logger.info("merging %s into %s as %s", " + ".join(str(p) for p in chain[1:]), chain[0], target)
@@ -83,7 +104,7 @@ def _write_info(path: Path, chain: list, dtype) -> None:
     from kotune.model_card import run_facts
 
     args = trained_model_args(chain[-1])
-    write_json(path / "merge_info.json", {
+    write_json(path / INFO_FILE, {
         "base": str(chain[0].resolve()) if isinstance(chain[0], Path) else chain[0],
         "adapters": [str(Path(p).resolve()) for p in chain[1:]],
         "dtype": str(dtype).removeprefix("torch."),
