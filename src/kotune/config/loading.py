@@ -73,12 +73,47 @@ def set_dotted(raw: dict, dotted: str, value: Any) -> None:
         node[last] = value
 
 
+class UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that records a key given twice in one mapping: PyYAML keeps the last silently, so a config with
+    two `datasets:` keys would train on the second list only."""
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self.duplicates: list[tuple[int, str]] = []
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: dict = {}
+            for key_node, _ in node.value:
+                if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                    continue  # `<<:` merges are meant to be overridden
+                line = key_node.start_mark.line + 1
+                if key_node.value in seen:
+                    self.duplicates.append((line, f"{key_node.value}: given twice (lines {seen[key_node.value]} and "
+                                                  f"{line}); YAML keeps only the last, so delete or merge one"))
+                else:
+                    seen[key_node.value] = line
+        return super().construct_mapping(node, deep)
+
+
+def load_unique_yaml(text: str, source: str) -> Any:
+    """yaml.safe_load that refuses duplicate keys (every one, with both line numbers) in one ConfigError."""
+    loader = UniqueKeyLoader(text)
+    try:
+        data = loader.get_single_data()
+    finally:
+        loader.dispose()
+    if loader.duplicates:
+        raise ConfigError([problem for _, problem in sorted(loader.duplicates)], source)
+    return data
+
+
 def read_yaml(path: str) -> dict[str, Any]:
     p = Path(path)
     if not p.is_file():
         raise ConfigError([f"config file '{path}' does not exist"], "command line")
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        data = load_unique_yaml(p.read_text(encoding="utf-8"), path)
     except yaml.YAMLError as err:
         raise ConfigError([f"not valid YAML: {err}"], path) from None
     if data is None:
