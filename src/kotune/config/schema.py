@@ -39,6 +39,13 @@ class DatasetSource:
         metadata={"help": "Read the source lazily (large Hub datasets): only max_samples rows (5,000 for kit19/*, "
                           "else all) are fetched."},
     )
+    encoding: str | None = field(
+        default=None,
+        metadata={"help": "Text encoding of a local CSV/TSV/JSON/JSONL file that is not UTF-8: cp949 (EUC-KR, as "
+                          "Korean Windows and Excel save it; euc-kr is read as cp949), utf-16, ... Unset: UTF-8, and a "
+                          "file with a byte order mark (UTF-16/32) is read as it says; a CP949 or UTF-16 file without "
+                          "one is refused, naming the encoding to set."},
+    )
 
 
 @dataclass

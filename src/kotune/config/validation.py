@@ -19,6 +19,7 @@ from kotune.config.schema import (RANGES, RENAMED, TRAINING_DEFAULTS, TRAINING_F
                                   DatasetSource, KotuneArguments, RunConfig)
 from kotune.config.types import coerce, dataclass_fields
 from kotune.data.formats import FORMAT_NAMES
+from kotune.data.text_files import find_local
 from kotune.errors import ConfigError
 from kotune.eval.checks import eval_config_problems
 from kotune.stages.registry import STAGES, get_stage, stages_with
@@ -250,9 +251,9 @@ def _cross_check(user: dict, model: dict, train: dict, stage: str, problems: lis
     if check_paths and isinstance(mixture, dict) and isinstance(mixture.get("datasets"), list):
         for i, src in enumerate(mixture["datasets"]):
             sid = src.get("id") if isinstance(src, dict) else None
-            looks_local = isinstance(sid, str) and (Path(sid).suffix.lower() in (".json", ".jsonl", ".csv", ".parquet")
-                                                    or is_local_path(sid))
-            if looks_local and not Path(sid).expanduser().is_file():
+            looks_local = isinstance(sid, str) and (Path(sid).suffix.lower() in (".json", ".jsonl", ".csv", ".tsv",
+                                                                                 ".parquet") or is_local_path(sid))
+            if looks_local and find_local(sid) is None:  # an NFC name typed for an NFD name on disk is found
                 problems.append(f"dataset_mixture.datasets[{i}].id: file '{sid}' not found")
     if user.get("overwrite_output_dir") and train.get("resume_from_checkpoint"):
         problems.append("overwrite_output_dir and resume_from_checkpoint contradict each other: choose one")

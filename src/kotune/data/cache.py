@@ -18,6 +18,7 @@ from pathlib import Path
 
 from datasets import Dataset, load_from_disk
 
+from kotune.data.text_files import find_local
 from kotune.records import file_sha256
 
 logger = logging.getLogger(__name__)
@@ -50,8 +51,8 @@ def cache_key(mixture, tokenizer, settings: dict) -> str:
     sources = []
     for src in mixture.datasets:
         entry = dataclasses.asdict(src)
-        path = Path(src.id).expanduser()
-        entry["content"] = file_sha256(path) if path.is_file() else f"hub:{src.id}"
+        path = find_local(src.id)
+        entry["content"] = file_sha256(path) if path is not None else f"hub:{src.id}"
         sources.append(entry)
     material = {"sources": sources, "seed": mixture.seed, "tokenizer": _tokenizer_fingerprint(tokenizer),
                 "code": _code_fingerprint(), "settings": settings}

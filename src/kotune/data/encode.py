@@ -34,6 +34,43 @@ def _specials(tokenizer) -> tuple:
     return tuple(sorted((k, v) for k, v in tokenizer.special_tokens_map.items() if isinstance(v, str)))
 
 
+@lru_cache(maxsize=256)
+def _shown(template: str, roles: tuple[str, ...], specials: tuple) -> tuple[frozenset | None, str | None]:
+    """(indexes of the messages whose content the template renders, or None where it rewrites contents; the
+    template's own error for this conversation shape, if it raises one)."""
+    try:
+        parts = _skeleton(template, roles, False, specials)
+    except Exception as err:  # noqa: BLE001 - a template's raise_exception, or one that needs other roles
+        return None, f"the chat template refuses this conversation ({str(err).splitlines()[0] if str(err) else err})"
+    shown = frozenset(p for p in parts if isinstance(p, int))
+    return shown or None, None
+
+
+def unplaced_turn(tokenizer, messages: list[dict], specials: tuple | None = None) -> str | None:
+    """Why the prompt format cannot render this conversation as it stands, or None: a system message it would leave
+    out where it stands (llama2 renders one only as the first turn), or the template's own refusal."""
+    if not tokenizer.chat_template:
+        return None
+    roles = tuple(m["role"] for m in messages)
+    shown, error = _shown(tokenizer.chat_template, roles, specials if specials is not None else _specials(tokenizer))
+    if error or shown is None:
+        return error
+    if any(role == "system" and i not in shown for i, role in enumerate(roles)):
+        name = next((n for n, t in TEMPLATES.items() if t == tokenizer.chat_template), "the base's chat template")
+        return f"a system message the prompt format ({name}) cannot place there"
+    return None
+
+
+def fix_for(reason: str) -> str:
+    """The fix a strict error names for a row dropped while encoding."""
+    if reason.startswith("a system message"):
+        return ("move the system message to the start of the conversation, or choose a prompt_format that renders "
+                "it where it stands (komt, koquality, mistral)")
+    if reason.startswith("the chat template refuses"):
+        return "fix the row, or set prompt_format to a kotune format (komt, koquality, llama2, mistral)"
+    return "fix the row, raise max_length"
+
+
 def _render_fast(tokenizer, messages: list[dict], add_generation_prompt: bool, specials: tuple | None = None) -> str:
     """apply_chat_template(tokenize=False) without its per-call overhead (3x faster on 100K rows); kotune's own
     formats fill a cached skeleton instead of rendering (3x faster again). The round-trip tests hold both to the

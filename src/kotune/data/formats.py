@@ -6,26 +6,64 @@ converter in `CONVERTERS` plus tests. A converter returns (record, None) or (Non
 
 from __future__ import annotations
 
+import unicodedata
+
 from kotune.data.prompt_formats import join_instruction
 from kotune.errors import KotuneError
 
-ROLES = {"system", "user", "assistant"}
+ROLES = ("system", "user", "assistant")
 ROLE_NAMES = {r: r for r in ROLES}
 SHAREGPT_ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
                   "chatgpt": "assistant", "bing": "assistant", "bard": "assistant"}
 
 
 def rename_columns(source, rows: list[dict], columns: list[str]) -> tuple[list[dict], list[str]]:
-    """A source's `columns:` map (kotune name -> your column) applied to the rows read; a clear error for a column
-    the file does not have."""
-    rename = {theirs: ours for ours, theirs in source.columns.items()}
+    """A source's `columns:` map (kotune name -> your column) applied to the rows read. Names compare in NFC (a
+    header typed on macOS is NFD). A column the file does not have, two names for one column, and a rename onto a
+    column the file already has (which of the two would win is not the user's choice) are each one clear error."""
+    rename: dict[str, str] = {}
+    for ours, theirs in source.columns.items():
+        ours, theirs = unicodedata.normalize("NFC", ours), unicodedata.normalize("NFC", theirs)
+        if theirs in rename:
+            raise KotuneError(f"dataset '{source.id}': columns maps both '{rename[theirs]}' and '{ours}' to the "
+                              f"column '{theirs}': map each kotune name to its own column")
+        rename[theirs] = ours
     missing = [theirs for theirs in rename if theirs not in columns]
     if missing:
         raise KotuneError(f"dataset '{source.id}': columns {missing} (from 'columns') not found; the file has "
                           f"{columns}")
+    for theirs, ours in rename.items():
+        if ours in columns and ours not in rename and ours != theirs:
+            raise KotuneError(f"dataset '{source.id}': columns: {{{ours}: {theirs}}} renames '{theirs}' to '{ours}', "
+                              f"but the file already has an '{ours}' column: remove one of the two from the file, or "
+                              f"rename the file's own too (columns: {{{ours}: {theirs}, {ours}_original: {ours}}})")
     if not rename:
         return rows, columns
     return [{rename.get(k, k): v for k, v in row.items()} for row in rows], [rename.get(c, c) for c in columns]
+
+
+# The columns each format needs, and what a file in that format looks like (for "use format: X" hints).
+NEEDS = {"instruction": ("instruction", "output"), "chat": ("messages",), "sharegpt": ("conversations",),
+         "preference": ("prompt", "chosen", "rejected"), "unpaired": ("prompt", "completion", "label"),
+         "prompt": ("prompt",)}
+LOOKS_LIKE = {"chat": "OpenAI-style messages", "sharegpt": "ShareGPT conversations",
+              "instruction": "instruction rows", "preference": "preference pairs",
+              "unpaired": "unpaired (KTO) rows"}
+
+
+def wrong_format(fmt: str, columns: list[str]) -> str | None:
+    """Why no row of a file with these columns can be read as `fmt`, with the format or rename that fits; None when
+    the columns are there."""
+    if not columns:
+        return None
+    missing = [c for c in NEEDS.get(fmt, ()) if c not in columns]
+    if not missing:
+        return None
+    for other, looks in LOOKS_LIKE.items():
+        if other != fmt and all(c in columns for c in NEEDS[other]):
+            return f"format: {fmt} needs {', '.join(missing)}, and this file has {looks}: use format: {other}"
+    return (f"format: {fmt} needs columns {list(NEEDS[fmt])}; the file has {columns}: map yours with columns: "
+            f"{{{missing[0]}: your_column}}")
 
 
 def _text(row: dict, key: str, required: bool) -> tuple[str | None, str | None]:
@@ -63,22 +101,25 @@ def chat_to_messages(row: dict) -> tuple[list[dict] | None, str | None]:
     """`{messages: [{role, content}, ...]}` (OpenAI's fine-tuning rows too: content as a list of text parts, and
     `weight: 0` on an assistant turn that is context, not trained), with at least one assistant turn to learn from.
     """
-    return _conversation(row.get("messages"), "role", "content", ROLE_NAMES)
+    return _conversation(row.get("messages"), "role", "content", ROLE_NAMES, ", ".join(ROLES))
 
 
 def sharegpt_to_messages(row: dict) -> tuple[list[dict] | None, str | None]:
     """ShareGPT rows: `{conversations: [{from: system|human|gpt, value}, ...]}`."""
-    return _conversation(row.get("conversations"), "from", "value", SHAREGPT_ROLES)
+    return _conversation(row.get("conversations"), "from", "value", SHAREGPT_ROLES,
+                         "human, gpt, system (or user, assistant)")
 
 
-def _conversation(turns, role_key: str, text_key: str, roles: dict) -> tuple[list[dict] | None, str | None]:
+def _conversation(turns, role_key: str, text_key: str, roles: dict, valid: str) -> tuple[list[dict] | None, str | None]:
     if not isinstance(turns, list) or not turns:
         return None, "missing messages"
     out = []
-    for m in turns:
-        role = roles.get(m.get(role_key)) if isinstance(m, dict) else None
+    for number, m in enumerate(turns, start=1):
+        if not isinstance(m, dict):
+            return None, f"message {number} is not a {{{role_key}, {text_key}}} mapping"
+        role = roles.get(m.get(role_key)) if isinstance(m.get(role_key), str) else None
         if role is None:
-            return None, "message without a valid role"
+            return None, f"{role_key} {m.get(role_key)!r} is not valid (valid: {valid})"
         content = m.get(text_key)
         if isinstance(content, list):  # OpenAI content parts: [{type: text, text: ...}]
             parts = [p.get("text") for p in content if isinstance(p, dict) and p.get("type") == "text"]

@@ -25,10 +25,11 @@ from kotune.config.schema import DatasetSource
 from kotune.data.formats import rename_columns
 from kotune.data.kit19 import Task, label_form, label_key
 from kotune.data.raw_files import read_raw
+from kotune.data.text_files import find_local, in_nfc
 from kotune.errors import KotuneError
 
 logger = logging.getLogger(__name__)
-DATASETS_SUFFIXES = (".json", ".jsonl", ".csv", ".parquet")  # our own (canonical) layout: read by `datasets`
+DATASETS_SUFFIXES = (".json", ".jsonl", ".csv", ".tsv", ".parquet")  # our own (canonical) layout
 TYPES = {"int": int, "float": float}
 
 
@@ -38,13 +39,14 @@ class Resolved:
     route: dict
     split: str | None = None
     subset: str | None = None
+    path: Path | None = None  # the raw file on disk (its NFC/NFD name resolved)
 
 
 def resolve(source: DatasetSource, task: Task) -> Resolved:
     """The route `source` is read by; errors for a script-only Hub id or a split that is not this task's data."""
     hub = task.hub
-    path = Path(source.id).expanduser()
-    if hub.get("id") and source.id == hub["id"] and not path.exists():
+    path = find_local(source.id)
+    if hub.get("id") and source.id == hub["id"] and path is None:
         if hub.get("script_only"):
             raise KotuneError(f"dataset '{source.id}' is a loading script, which datasets 5.x no longer runs. "
                               f"{hub['script_only']}, and point id at the file (format kit19/{task.name} reads it "
@@ -57,10 +59,10 @@ def resolve(source: DatasetSource, task: Task) -> Resolved:
         if split != (asked or split):
             logger.info("dataset %s: split '%s' is called '%s' there", source.id, asked, split)
         return Resolved("hub", hub, split=split, subset=hub.get("subset"))
-    if path.is_file():
+    if path is not None:
         route = _file_route(path, task)
         if route is not None:
-            return Resolved("file", route)
+            return Resolved("file", route, path=path)
         if path.suffix.lower() not in DATASETS_SUFFIXES:
             known = "; ".join(f"{', '.join(r['match'])} ({r['format'].upper()})" for r in task.files) or "none"
             raise KotuneError(f"dataset '{source.id}': kit19/{task.name} does not know this file. Its raw files: "
@@ -150,20 +152,20 @@ def stylekqc_pairs(rows: list[dict]) -> list[dict]:
 BUILDERS = {"parakqc_pairs": parakqc_pairs, "stylekqc_pairs": stylekqc_pairs}
 
 
-def read_task_rows(source: DatasetSource, task: Task, read_rows, limit: int | None):
-    """(rows in the registry's fields, their columns, the route used) for a kit19/<task> source.
+def read_task_rows(source: DatasetSource, task: Task, read_rows, limit: int | None, strict: bool = False):
+    """(the rows read, in the registry's fields, and the route used) for a kit19/<task> source.
 
-    `read_rows(source, subset, split, limit)` reads a Hub id or a file in our own layout through `datasets`.
-    The user's `columns:` renames apply to what was read, before the route's.
+    `read_rows(source, subset, split, limit, strict)` reads a Hub id or a file in our own layout; raw files are read
+    here, in NFC like every source. The user's `columns:` renames apply to what was read, before the route's.
     """
     resolved = resolve(source, task)
     if resolved.kind == "file":
-        rows, columns = read_raw(Path(source.id).expanduser(), resolved.route)
+        read = in_nfc(source.id, *read_raw(resolved.path, resolved.route, source.id, source.encoding, strict))
     else:
-        rows, columns = read_rows(source, resolved.subset, resolved.split, limit)
-    rows, columns = rename_columns(source, rows, columns)
-    rows = apply_route(rows, resolved.route, task)
-    columns = list(rows[0]) if rows else columns
+        read = read_rows(source, resolved.subset, resolved.split, limit, strict)
+    rows, columns = rename_columns(source, read.rows, read.columns)
+    read.rows = apply_route(rows, resolved.route, task)
+    read.columns = list(read.rows[0]) if read.rows else columns
     logger.info("dataset %s: kit19/%s via its %s route%s", source.id, task.name, resolved.kind,
                 f" (split {resolved.split})" if resolved.kind == "hub" else "")
-    return rows, columns, resolved
+    return read, resolved

@@ -7,7 +7,9 @@ the first source. The mixture keeps the total of the capped sources; a source wi
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import random
 
 from collections import Counter
@@ -15,6 +17,7 @@ from dataclasses import dataclass, replace
 
 from kotune.config.schema import DatasetMixture
 from kotune.data.sources import SourceRows, load_source
+from kotune.data.text_files import find_local
 from kotune.errors import KotuneError
 
 logger = logging.getLogger(__name__)
@@ -63,18 +66,26 @@ class Pick:
 Drawn = list[tuple[SourceRows, list[Pick]]]
 
 
+def load_all(mixture: DatasetMixture, strict: bool = False) -> list[SourceRows]:
+    """Every source of the mixture read and checked (what `draw` starts from; `kotune data` reads them before it
+    loads a tokenizer, so a data mistake is reported in a second)."""
+    return [load_source(src, strict=strict, seed=mixture.seed) for src in mixture.datasets]
+
+
 def draw(mixture: DatasetMixture, strict: bool = False, eval_split_size: float | None = None,
-         ) -> tuple[random.Random, Drawn, Drawn]:
+         loaded: list[SourceRows] | None = None) -> tuple[random.Random, Drawn, Drawn]:
     """(the mixture's RNG, each training source's rows with the picks drawn from them, the eval rows).
 
     Eval rows are set aside first: every `eval: true` source, and `eval_split_size` of each training source (a share
     below 1, or a number of rows spread by size), drawn with their own RNG from the seed so no row is in both sets
     and the training draw of a run without an eval split stays as it was. Then caps, shares and sampling. The RNG
-    goes on to shuffle the final examples (`shuffled`), so a seed fixes the whole mixture.
+    goes on to shuffle the final examples (`shuffled`), so a seed fixes the whole mixture. `loaded`: the sources
+    already read by `load_all`.
     """
     rng = random.Random(mixture.seed)
-    every = [load_source(src, strict=strict, seed=mixture.seed) for src in mixture.datasets]
+    every = loaded if loaded is not None else load_all(mixture, strict)
     loaded = [rows for rows in every if not rows.source.eval]
+    _drop_overlap(every, loaded)
     held = _hold_out(every, loaded, eval_split_size, random.Random(f"{mixture.seed}:eval"))
     capped = []
     for rows in loaded:
@@ -98,6 +109,42 @@ def draw(mixture: DatasetMixture, strict: bool = False, eval_split_size: float |
         rows.requested = target
         drawn.append((rows, picks))
     return rng, drawn, held
+
+
+def _same_data(a, b) -> bool:
+    """Whether two sources read the same rows: one file (however spelled), or one Hub id, subset and split."""
+    pa, pb = find_local(a.id), find_local(b.id)
+    if pa is not None or pb is not None:
+        return pa is not None and pb is not None and os.path.samefile(pa, pb)
+    return (a.id, a.split or "train") == (b.id, b.split or "train")
+
+
+def _drop_overlap(every: list[SourceRows], train: list[SourceRows]) -> None:
+    """An eval source that is a training source is an error; eval rows that are also training rows are dropped
+    from the eval set, counted and logged (an eval loss on trained rows measures memory, not learning)."""
+    evals = [rows for rows in every if rows.source.eval]
+    if not evals:
+        return
+    for held in evals:
+        for rows in train:
+            if _same_data(held.source, rows.source):
+                raise KotuneError(f"dataset '{held.source.id}' is an eval source (eval: true) and also a training "
+                                  f"source ('{rows.source.id}'): the eval loss would be measured on rows the model "
+                                  "trains on. Point the eval source at a separate validation file, or remove it and "
+                                  "set eval_split_size to hold out a share of the training rows")
+    seen = {_key(record) for rows in train for record in rows.records}
+    for held in evals:
+        kept = [record for record in held.records if _key(record) not in seen]
+        overlap = len(held.records) - len(kept)
+        if overlap:
+            logger.warning("eval source %s: %d eval rows are also in the training data; they are left out of the "
+                           "eval set", held.source.id, overlap)
+            held.dropped["also in the training data"] += overlap
+            held.records = kept
+
+
+def _key(record) -> str:
+    return json.dumps(record, sort_keys=True, ensure_ascii=False, default=str)
 
 
 def _hold_out(every: list[SourceRows], train: list[SourceRows], size: float | None, rng: random.Random) -> Drawn:
@@ -144,7 +191,8 @@ def source_report(rows: SourceRows, used: int, **extra) -> dict:
     logger.info("data %s (%s): available %d, used %d, dropped %s", rows.source.id, rows.source.format,
                 rows.available, used, dict(rows.dropped) or "none")
     return {"format": rows.source.format, "weight": rows.source.weight, "requested": rows.requested,
-            "available": rows.available, "used": used, **extra, "dropped": dict(rows.dropped)}
+            "available": rows.available, "used": used, **extra, "nfc_normalized": rows.normalized,
+            "dropped": dict(rows.dropped)}
 
 
 def shuffled(n_examples: int, report: dict, rng: random.Random, what: str = "dataset") -> list[int]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from datasets import Dataset
 
 from kotune.config.schema import DatasetMixture
-from kotune.data.encode import encode_conversations
+from kotune.data.encode import encode_conversations, fix_for, unplaced_turn
 from kotune.data.mixture import draw, drop, shuffled, source_report
 from kotune.errors import KotuneError
 
@@ -57,6 +57,21 @@ def assemble(mixture: DatasetMixture, strict: bool, eval_split_size: float | Non
     return train, Dataset.from_dict(evals), report
 
 
+def placeable(rows, picks: list, convs: list, tokenizer, strict: bool, per_pick: int = 1) -> tuple[list, list]:
+    """(picks, conversations) the prompt format can render as they stand (`per_pick` conversations each); the others
+    dropped and counted, or an error under strict."""
+    kept_picks, kept_convs = [], []
+    for k, pick in enumerate(picks):
+        group = convs[per_pick * k: per_pick * (k + 1)]
+        reason = unplaced_turn(tokenizer, group[0])
+        if reason:
+            drop(rows, pick.index, reason, strict, fix_for(reason))
+            continue
+        kept_picks.append(pick)
+        kept_convs += group
+    return kept_picks, kept_convs
+
+
 def encode_pairs(drawn, tokenizer, max_length, max_prompt_length, strict, report: dict) -> dict[str, list]:
     """Prompt, chosen and rejected ids of each pick (prompt and answers tokenized apart, as SFT does)."""
     columns: dict[str, list] = {"prompt_ids": [], "chosen_ids": [], "rejected_ids": []}
@@ -66,6 +81,7 @@ def encode_pairs(drawn, tokenizer, max_length, max_prompt_length, strict, report
             rec = rows.records[pick.index]
             convs.append(rec["prompt"] + [{"role": "assistant", "content": rec["chosen"]}])
             convs.append(rec["prompt"] + [{"role": "assistant", "content": rec["rejected"]}])
+        picks, convs = placeable(rows, picks, convs, tokenizer, strict, per_pick=2)
         encoded = encode_conversations(tokenizer, convs)
         used = 0
         for k, pick in enumerate(picks):

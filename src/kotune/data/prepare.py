@@ -12,9 +12,9 @@ from kotune.data.sft_dataset import build_sft_data
 logger = logging.getLogger(__name__)
 
 
-def prepare_sft_data(cfg, tokenizer):
+def prepare_sft_data(cfg, tokenizer, loaded=None):
     """(variants, eval dataset or None, report, cache_hit) for an SFT run; every rank gets the same examples in the
-    same order."""
+    same order. `loaded`: the sources already read (`mixture.load_all`), used on a cache miss."""
     args, kot = cfg.training, cfg.kotune
     settings = {
         "max_length": args.max_length, "overlong": kot.overlong, "strict": kot.strict,
@@ -28,7 +28,7 @@ def prepare_sft_data(cfg, tokenizer):
             return build_sft_data(kot.dataset_mixture, tokenizer, args.max_length, overlong=kot.overlong,
                                   strict=kot.strict, variants_for=lambda n: epochs_needed(n, args),
                                   last_turn_only=kot.train_on_turns == "last", eval_split_size=kot.eval_split_size,
-                                  num_proc=getattr(args, "dataset_num_proc", None))
+                                  num_proc=getattr(args, "dataset_num_proc", None), loaded=loaded)
 
     with args.main_process_first(desc="preparing data"):
         return cached_build(build, kot.dataset_mixture, tokenizer, settings, enabled=kot.data_cache)

@@ -104,6 +104,8 @@ def format_report(report: dict) -> str:
     for sid, s in report["per_source"].items():
         dropped = ", ".join(f"{k}: {v}" for k, v in s["dropped"].items()) or "-"
         lines.append(f"{sid[-48:]:48s} {s['format']:22s} {s['available']:7d} {s['used']:7d}  {dropped}")
+        if s.get("nfc_normalized"):  # decomposed Hangul (macOS) composed: the text trained on is NFC
+            lines.append(f"{'':48s}   NFC-normalized: {s['nfc_normalized']} rows")
         if s.get("answers"):  # the label mix a labelled KIT-19 task trains on
             lines.append(f"{'':48s}   answers: " + ", ".join(f"{k} {v}" for k, v in s["answers"].items()))
         if s.get("eval"):  # rows held out (or read) for evaluation, never trained on

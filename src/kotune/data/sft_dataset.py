@@ -13,7 +13,7 @@ from typing import Callable
 from datasets import Dataset, Features, List, Value
 
 from kotune.config.schema import DatasetMixture
-from kotune.data.encode import encode_conversations
+from kotune.data.encode import encode_conversations, fix_for, unplaced_turn
 from kotune.data.encode_map import auto_num_proc, encode_picks, in_memory_dataset
 from kotune.data.mixture import draw, drop, shuffled, source_report
 from kotune.errors import KotuneError
@@ -57,6 +57,8 @@ def encode_source(to_messages: Callable, templated: bool, records: list, keys: l
             batch, owners, skipped = [], [], []
             for i in pending:
                 messages, reason = _render(to_messages, records[i], keys[i], epoch + attempt * n_variants)
+                if not reason and not epoch and not attempt:
+                    reason = unplaced_turn(tokenizer, messages)
                 if reason:
                     reasons[i] = reason
                     continue
@@ -99,12 +101,13 @@ def _chars(messages: list[dict]) -> int:
 def build_sft_data(mixture: DatasetMixture, tokenizer, max_length: int | None, overlong: str = "drop",
                    strict: bool = False, variants_for: Callable[[int], int] = lambda n: 1,
                    last_turn_only: bool = False, eval_split_size: float | None = None, num_proc: int | None = None,
-                   ) -> tuple[list[Dataset], Dataset | None, dict]:
+                   loaded=None) -> tuple[list[Dataset], Dataset | None, dict]:
     """(one tokenized dataset per epoch variant, the eval dataset or None, report per source). All variants hold the
     same examples in the same order; only KIT-19 phrasings differ between them. Eval rows (see `mixture.draw`) are
     encoded once, with the first epoch's templates. `num_proc` (TRL's `dataset_num_proc`) processes tokenize; unset,
-    one per core for big data (`encode_map.auto_num_proc`); any count gives the same datasets."""
-    rng, drawn, held = draw(mixture, strict, eval_split_size)
+    one per core for big data (`encode_map.auto_num_proc`); any count gives the same datasets. `loaded`: the sources
+    already read (`mixture.load_all`)."""
+    rng, drawn, held = draw(mixture, strict, eval_split_size, loaded)
     templated = any(rows.templated for rows, _ in drawn)
     n_variants = max(1, int(variants_for(sum(len(p) for _, p in drawn)))) if templated else 1
     settings = dict(tokenizer=tokenizer, max_length=max_length, overlong=overlong, strict=strict,
@@ -158,7 +161,7 @@ def _encode_drawn(drawn, n_variants: int, report: dict, tokenizer, max_length, o
         answers: Counter = Counter()
         for pick in picks:
             if reasons[row]:
-                drop(rows, pick.index, reasons[row], strict, "fix the row, raise max_length")
+                drop(rows, pick.index, reasons[row], strict, fix_for(reasons[row]))
             else:
                 kept.append(row)
                 used += 1

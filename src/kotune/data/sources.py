@@ -1,7 +1,9 @@
-"""Read a source (local file or Hub id) through `datasets`, rename columns, and turn rows into conversations.
+"""Read a source (local file or Hub id), rename columns, and turn rows into conversations.
 
-Bad rows are skipped and counted by reason, or raise with file and row number under `strict: true`:
-nothing is trained on silently.
+Local JSON/JSONL/CSV/TSV files are read by `local_rows` (encodings, and every problem named by line and column);
+Parquet files and Hub ids through `datasets`. All text, column names included, is NFC-normalized and the changed
+rows counted. Bad rows and lines are skipped and counted by reason, or raise with file and row (or line) under
+`strict: true`: nothing is trained on silently.
 """
 
 from __future__ import annotations
@@ -13,13 +15,15 @@ from pathlib import Path
 from typing import Callable
 
 from kotune.config.schema import DatasetSource
-from kotune.data.formats import CONVERTERS, rename_columns
+from kotune.data.formats import CONVERTERS, rename_columns, wrong_format
+from kotune.data.local_rows import read_local
+from kotune.data.text_files import RowsRead, find_local, in_nfc
 from kotune.errors import KotuneError
 from kotune.data.prompt_formats import join_instruction
 
 logger = logging.getLogger(__name__)
 
-FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
+FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".tsv": "tsv", ".parquet": "parquet"}
 
 
 def as_is(record, key: str, epoch: int):
@@ -43,39 +47,58 @@ class SourceRows:
     templated: bool = False
     requested: int = 0  # rows the mixture drew from this source (its weight's share)
     answer_of: Callable = field(default=lambda record: None)  # a labelled task's answer, for the label report
+    normalized: int = 0  # rows whose text (or column names) changed under NFC
 
 
-def read_rows(source: DatasetSource, subset: str | None = None, split: str | None = None, limit: int | None = None):
-    """The rows as a list of dicts, through `datasets`: a .json/.jsonl/.csv/.parquet file, or a Hub id.
+def read_rows(source: DatasetSource, subset: str | None = None, split: str | None = None, limit: int | None = None,
+              strict: bool = False) -> RowsRead:
+    """The rows of a .json/.jsonl/.csv/.tsv/.parquet file or a Hub id, in NFC.
 
     With `streaming: true` only the first `limit` rows are read (a large Hub dataset is never downloaded whole).
     """
-    table = _open(source, subset, split or source.split or "train")
+    path, builder = local_file(source)
+    if builder in ("json", "csv", "tsv"):
+        rows, columns, dropped = read_local(path, builder, source.id, source.encoding, strict,
+                                            limit if source.streaming else None)
+        return in_nfc(source.id, rows, columns, dropped)
+    if source.encoding:
+        raise KotuneError(f"dataset '{source.id}': encoding applies to text files (CSV, TSV, JSON, JSON lines); "
+                          f"{'Parquet files' if path else 'Hub datasets'} carry their own: remove encoding")
+    table = _open(source, path, subset, split or source.split or "train")
     if source.streaming:
         rows = []
         for row in table:
             rows.append(row)
             if limit is not None and len(rows) >= limit:
                 break
-        return rows, list(rows[0]) if rows else []
-    return table.to_list(), table.column_names
+        return in_nfc(source.id, rows, list(rows[0]) if rows else [])
+    return in_nfc(source.id, table.to_list(), table.column_names)
 
 
-def _open(source: DatasetSource, subset: str | None, split: str):
-    import datasets
-
+def local_file(source: DatasetSource) -> tuple[Path | None, str | None]:
+    """(the local file a source names, its reader) or (None, None) for a Hub id; an NFC/NFD mismatch between the
+    name given and the name on disk is resolved."""
     path = Path(source.id).expanduser()
     builder = FILE_BUILDERS.get(path.suffix.lower())
-    if builder or path.exists() or source.id.startswith((".", "/", "~")):
-        if not path.is_file():
+    found = find_local(source.id)
+    if builder or found or source.id.startswith((".", "/", "~")):
+        if found is None:
             raise KotuneError(f"dataset '{source.id}': file not found")
         if builder is None:
-            raise KotuneError(f"dataset '{source.id}': unknown file type; use .json, .jsonl, .csv or .parquet "
+            raise KotuneError(f"dataset '{source.id}': unknown file type; use .json, .jsonl, .csv, .tsv or .parquet "
                               "(raw files of the KIT-19 sources are read as they are with format: kit19/<task>)")
+        return found, builder
+    return None, None
+
+
+def _open(source: DatasetSource, path: Path | None, subset: str | None, split: str):
+    import datasets
+
+    if path is not None:
         try:
-            return datasets.load_dataset(builder, data_files=str(path), split="train", streaming=source.streaming)
+            return datasets.load_dataset("parquet", data_files=str(path), split="train", streaming=source.streaming)
         except Exception as err:  # datasets wraps parse errors in many types
-            raise KotuneError(f"dataset '{source.id}': cannot be read as {builder}: {_first_line(err)}") from None
+            raise KotuneError(f"dataset '{source.id}': cannot be read as Parquet: {_first_line(err)}") from None
     try:
         return datasets.load_dataset(source.id, subset, split=split, streaming=source.streaming)
     except Exception as err:
@@ -96,16 +119,22 @@ def load_source(source: DatasetSource, strict: bool = False, seed: int = 42) -> 
         from kotune.data.kit19_routes import read_task_rows
 
         task = load_task(source.format.split("/", 1)[1])
-        table, columns, _ = read_task_rows(source, task, read_rows, limit=source.max_samples or DEFAULT_CAP)
+        read, _ = read_task_rows(source, task, read_rows, limit=source.max_samples or DEFAULT_CAP, strict=strict)
+        table, columns = read.rows, read.columns
         absent = [f for f in task.fields if f not in columns]
         if absent:
             raise KotuneError(f"dataset '{source.id}': KIT-19 task '{task.name}' needs columns {absent}; the file "
                               f"has {columns} (map yours with columns: {{{absent[0]}: your_column}})")
     elif source.format in CONVERTERS:
-        table, _ = rename_columns(source, *read_rows(source, limit=source.max_samples))
+        read = read_rows(source, limit=source.max_samples, strict=strict)
+        table, columns = rename_columns(source, read.rows, read.columns)
+        problem = wrong_format(source.format, columns)
+        if problem:
+            raise KotuneError(f"dataset '{source.id}': {problem}")
     else:
         raise KotuneError(f"dataset '{source.id}': format '{source.format}' is not supported by this stage")
-    result = SourceRows(source=source, records=[], available=len(table))
+    result = SourceRows(source=source, records=[], available=len(table) + sum(read.dropped.values()),
+                        dropped=Counter(read.dropped), normalized=read.normalized)
     if task is not None:
         result.templated = True
         result.to_messages = Kit19Renderer(source.format.split("/", 1)[1], seed)

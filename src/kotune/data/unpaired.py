@@ -14,7 +14,7 @@ from datasets import Dataset
 from kotune.config.schema import DatasetMixture
 from kotune.data.encode import encode_conversations
 from kotune.data.mixture import drop, source_report
-from kotune.data.preference import assemble, encode_pairs, split_prompt
+from kotune.data.preference import assemble, encode_pairs, placeable, split_prompt
 from kotune.errors import KotuneError
 
 READS = ("unpaired", "preference")
@@ -47,6 +47,7 @@ def _encode(drawn, tokenizer, max_length, max_prompt_length, strict, report: dic
         convs = [rows.records[p.index]["prompt"] + [{"role": "assistant", "content": rows.records[p.index]["completion"]}]
                  for p in picks]
         desirable = undesirable = 0
+        picks, convs = placeable(rows, picks, convs, tokenizer, strict)
         for pick, encoded in zip(picks, encode_conversations(tokenizer, convs)):
             prompt, completion = split_prompt(*encoded)
             if max_prompt_length is not None and len(prompt) > max_prompt_length:

@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from kotune.config.loading import load_config
+from kotune.config.loading import read_config
+from kotune.config.validation import build_config, check_config
 
 USAGE = ("usage: kotune data CONFIG.yaml [--out DIR] [--key=value ...]\n\nWrites data_report.json and lengths.png "
          "(default: runs/data_report/<config name>) and prints the summary.")
@@ -27,17 +28,24 @@ def main(argv: list[str]) -> int:
 
 
 def run_data_report(argv: list[str], out_dir: str | None = None) -> int:
+    from kotune.data.mixture import load_all
+
+    path, raw = read_config(argv)
+    kotune, mixture, *_, problems = check_config(raw, stage="sft")
+    # The sources are read before torch and the tokenizer load, so a data mistake is reported in a second.
+    loaded = None if problems else load_all(mixture, kotune.get("strict", False))
+    cfg = build_config(raw, stage="sft", source=path)
+
     from kotune.data.prepare import prepare_sft_data
     from kotune.data.prompt_formats import install_template, resolve_format
     from kotune.data.report import build_report, format_report, plot_lengths
     from kotune.models.loading import load_model_config, load_tokenizer
 
-    cfg = load_config(argv, stage="sft")
     m = cfg.model
     model_type = load_model_config(m.model_name_or_path, m.trust_remote_code, m.model_revision).model_type
     tokenizer = load_tokenizer(m.model_name_or_path, m.trust_remote_code, m.model_revision)
     install_template(tokenizer, resolve_format(cfg.kotune.prompt_format, model_type, m.model_name_or_path, tokenizer))
-    variants, eval_dataset, sources, hit = prepare_sft_data(cfg, tokenizer)
+    variants, eval_dataset, sources, hit = prepare_sft_data(cfg, tokenizer, loaded)
     report = build_report(cfg, tokenizer, variants, sources)
     report["cache_hit"] = hit
     report["eval_examples"] = len(eval_dataset) if eval_dataset is not None else 0
