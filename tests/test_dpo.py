@@ -27,8 +27,9 @@ def dpo_config(model_dir, out, data, **extra):
 def experiment(preference_sft):
     """DPO from the SFT model towards polite (and, as a control, casual) answers."""
     from helpers import train_both_ways
+    from kotune.testing.preference import METHODS
 
-    return {**preference_sft, **train_both_ways("dpo", preference_sft, "dpo", num_train_epochs=3, beta=0.1)}
+    return {**preference_sft, **train_both_ways("dpo", preference_sft, "dpo", **METHODS["dpo"][1])}
 
 
 def test_dpo_moves_held_out_preferences_and_the_control_moves_back(experiment):
@@ -45,12 +46,42 @@ def test_dpo_moves_held_out_preferences_and_the_control_moves_back(experiment):
     assert after["accuracy"] >= 0.75 and after["margin"] > 0.1, after
     # 2. greedy outputs shift to the chosen (polite) style
     assert after["polite"] >= before["polite"] + 0.3, (before, after)
-    # 3. answers stay correct: mean best-match similarity to a reference answer drops by at most 0.1
-    #    (about one answer in twelve cut short; DPO's known pull towards shorter answers)
-    assert after["correct"] >= before["correct"] - 0.1, (before, after)
+    # 3. answers keep their content: mean best-match similarity to a reference answer stays >= 0.97 (one answer
+    #    cut short, "100도에서 끓습니다" -> "100입니다", costs 0.013; plain sigmoid DPO cut 1-3 of 12 on CPUs with
+    #    and without AVX512: 0.91 and 0.865)
+    assert after["correct"] >= 0.97, (before, after)
     # 4. the swapped control moves the other way
     assert control["margin"] < -0.1 and control["accuracy"] <= 0.25, control
     assert control["polite"] <= before["polite"], (before, control)
+
+
+def test_likelihood_displacement_is_watched_warned_and_drawn(experiment, tmp_path, caplog):
+    """kotune scores a fixed probe of chosen training answers at every log. The shipped settings keep them as likely
+    as at the start (no warning); TRL's plain sigmoid loss on the same pairs pushes them down while its margin
+    rises, and kotune warns by name, records the figures in run_info.json and draws them in loss.png."""
+    import logging
+
+    from PIL import Image
+
+    from kotune.testing.preference import PLAIN_DPO, fast_config, run_stage, write_yaml
+
+    kept = json.loads((experiment["dpo"] / "run_info.json").read_text())["likelihood_displacement"]
+    assert kept["probe_answers"] == 16 and kept["warned_at_step"] is None, kept
+    assert kept["max_chosen_less_likely"] < 0.2 and kept["final_chosen_logp_change"] > 0, kept
+
+    out = tmp_path / "plain"
+    cfg = fast_config(experiment["sft"], out, experiment["root"] / "dpo.jsonl", "preference", max_length=128,
+                      max_prompt_length=64, **PLAIN_DPO)
+    with caplog.at_level(logging.WARNING, logger="kotune"):
+        assert run_stage("dpo", write_yaml(tmp_path / "plain.yaml", cfg)) == 0
+    pushed = json.loads((out / "run_info.json").read_text())["likelihood_displacement"]
+    assert pushed["warned_at_step"] is not None and pushed["max_chosen_less_likely"] >= 0.2, pushed
+    assert pushed["final_chosen_logp_change"] < kept["final_chosen_logp_change"], (pushed, kept)
+    warnings = [r.getMessage() for r in caplog.records if "likelihood displacement" in r.getMessage()]
+    assert len(warnings) == 1 and "loss_type: [sigmoid, sft]" in warnings[0], warnings
+    logs = [h for h in json.loads((out / "trainer_state.json").read_text())["log_history"] if "loss" in h]
+    assert logs and all("chosen_logp_change" in h and "chosen_less_likely" in h for h in logs)
+    assert Image.open(out / "loss.png").size[1] > 500  # the likelihood panel under the loss panel
 
 
 def test_dpo_output_is_a_reloadable_adapter_without_the_reference(experiment):
@@ -69,7 +100,9 @@ def test_dpo_output_is_a_reloadable_adapter_without_the_reference(experiment):
     assert (out / "chat_template.jinja").read_text() == (sft / "chat_template.jinja").read_text()  # same format
     state = json.loads((out / "trainer_state.json").read_text())
     first = next(h for h in state["log_history"] if "loss" in h)
-    assert first["loss"] == pytest.approx(0.6931, abs=0.02)  # the reference is the SFT adapter: log(2) at the start
+    # the reference is the SFT adapter: at the first step policy and reference agree, so both implied rewards are 0
+    assert first["rewards/chosen"] == pytest.approx(0.0, abs=1e-3)
+    assert first["rewards/rejected"] == pytest.approx(0.0, abs=1e-3)
 
 
 def test_prompt_ids_match_sft_inference(experiment):

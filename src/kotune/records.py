@@ -67,8 +67,9 @@ def write_json(path: str | Path, obj) -> None:
 
 
 def plot_loss(log_history: list[dict], path: str | Path) -> bool:
-    """A PNG of training (and eval) loss against step, with the Korean answer health when it was logged; False when
-    nothing was logged."""
+    """A PNG of training (and eval) loss against step, with the Korean answer health when it was logged and, for
+    preference stages, a panel of the chosen answers' likelihood (kotune.stages.displacement); False when nothing was
+    logged."""
     train = [(h["step"], h["loss"]) for h in log_history if "loss" in h and "step" in h]
     evals = [(h["step"], h["eval_loss"]) for h in log_history if "eval_loss" in h]
     if not train and not evals:
@@ -78,12 +79,15 @@ def plot_loss(log_history: list[dict], path: str | Path) -> bool:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+    chosen = [(h["step"], h["chosen_logp_change"], h["chosen_less_likely"]) for h in log_history
+              if "chosen_logp_change" in h]
+    fig, axes = plt.subplots(2 if chosen else 1, 1, figsize=(6, 5.5 if chosen else 3.5), dpi=100, squeeze=False,
+                             sharex=True)
+    ax = axes[0][0]
     if train:
         ax.plot(*zip(*train), label="train loss")
     if evals:
         ax.plot(*zip(*evals), "o-", label="eval loss")
-    ax.set_xlabel("optimizer step")
     ax.set_ylabel("loss")
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left")
@@ -94,6 +98,20 @@ def plot_loss(log_history: list[dict], path: str | Path) -> bool:
         share.set_ylim(0, 1.05)
         share.set_ylabel("Hangul share")
         share.legend(loc="upper right")
+    if chosen:  # likelihood displacement: chosen answers falling below their start cut answers short
+        steps, change, less = zip(*chosen)
+        low = axes[1][0]
+        low.plot(steps, change, color="#aa3377", label="chosen answers: mean change of log p")
+        low.axhline(0.0, color="grey", lw=0.8)
+        low.set_ylabel("nats per answer")
+        low.grid(alpha=0.3)
+        low.legend(loc="lower left", fontsize=8)
+        frac = low.twinx()
+        frac.plot(steps, less, ":", color="#4477aa", label="share less likely than at the start")
+        frac.set_ylim(0, 1.05)
+        frac.set_ylabel("share")
+        frac.legend(loc="upper right", fontsize=8)
+    axes[-1][0].set_xlabel("optimizer step")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

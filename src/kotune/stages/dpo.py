@@ -26,7 +26,8 @@ def dpo_trainer_class():
 
 
 RECIPE = Recipe(data=pairs, models=policy_and_reference, trainer=dpo_trainer_class,
-                before_save=drop_reference_adapter)
+                before_save=drop_reference_adapter,
+                watch_chosen=True)
 
 
 def main(argv: list[str]) -> int:

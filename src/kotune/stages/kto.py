@@ -41,7 +41,8 @@ def kto_trainer_class():
 
 
 RECIPE = Recipe(data=unpaired, models=policy_and_reference, trainer=kto_trainer_class,
-                before_save=drop_reference_adapter)
+                before_save=drop_reference_adapter,
+                watch_chosen=True)
 
 
 def main(argv: list[str]) -> int:

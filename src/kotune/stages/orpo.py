@@ -17,7 +17,7 @@ def orpo_trainer_class():
     return legacy_pairwise(ORPOTrainer)
 
 
-RECIPE = Recipe(data=pairs, models=policy_only, trainer=orpo_trainer_class)
+RECIPE = Recipe(data=pairs, models=policy_only, trainer=orpo_trainer_class, watch_chosen=True)
 
 
 def main(argv: list[str]) -> int:

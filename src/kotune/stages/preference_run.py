@@ -27,6 +27,8 @@ class Recipe:
     trainer: Callable[[], type]
     # (trainer) -> None: tidy the model before it is saved (e.g. drop DPO's frozen 'ref' adapter)
     before_save: Callable | None = None
+    # a policy trained on chosen answers: watch their likelihood (kotune.stages.displacement)
+    watch_chosen: bool = False
 
 
 def run_stage(argv: list[str], stage: str, recipe: Recipe) -> int:
@@ -76,6 +78,10 @@ def run_stage(argv: list[str], stage: str, recipe: Recipe) -> int:
     trainer = recipe.trainer()(**models, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
                                processing_class=tokenizer, callbacks=[sigterm, *callbacks])
     bind_callbacks(trainer, callbacks)
+    if recipe.watch_chosen:
+        from kotune.stages.displacement import ChosenLikelihoodWatch, chosen_probe, watch_first
+
+        watch_first(trainer, ChosenLikelihoodWatch(chosen_probe(train_dataset), stage))
     write_run_files(cfg, trainer, data_report)
 
     # --- train ----------------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ def simpo_trainer_class():
     return legacy_pairwise(CPOTrainer)
 
 
-RECIPE = Recipe(data=pairs, models=policy_only, trainer=simpo_trainer_class)
+RECIPE = Recipe(data=pairs, models=policy_only, trainer=simpo_trainer_class, watch_chosen=True)
 
 
 def main(argv: list[str]) -> int:
