@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import logging
+import os
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -175,6 +176,11 @@ def check_config(raw: dict[str, Any], stage: str = "sft", check_paths: bool = Tr
     _check_ranges({**kotune, **model, **training}, problems, stage)
     _check_eval_split(user, kotune, training, applied, groups["training"], problems)
     _cross_check(user, model, training, stage, problems, check_paths)
+    if check_paths and mixture is not None and "reward_funcs" in get_stage(stage).kotune_keys and \
+            isinstance(kotune.get("reward_funcs"), list):
+        from kotune.stages.reward_columns import reward_column_problems
+
+        problems += reward_column_problems(kotune["reward_funcs"], mixture)
     return kotune, mixture, model, training, applied, problems
 
 
@@ -245,6 +251,9 @@ def _cross_check(user: dict, model: dict, train: dict, stage: str, problems: lis
         problems.append(f"model_name_or_path: '{name}' does not exist")
     if not train.get("output_dir"):
         problems.append("output_dir: required (where the model, checkpoints and logs go)")
+    elif check_paths:
+        problems += _output_dir_problems(train["output_dir"])
+    problems += _length_problems(train)
     if user.get("dataset_mixture") is None:
         problems.append("dataset_mixture: required, e.g. {datasets: [{id: data/train.jsonl, format: instruction}]}")
     mixture = user.get("dataset_mixture")
@@ -257,6 +266,11 @@ def _cross_check(user: dict, model: dict, train: dict, stage: str, problems: lis
                 problems.append(f"dataset_mixture.datasets[{i}].id: file '{sid}' not found")
     if user.get("overwrite_output_dir") and train.get("resume_from_checkpoint"):
         problems.append("overwrite_output_dir and resume_from_checkpoint contradict each other: choose one")
+    resume = train.get("resume_from_checkpoint")
+    if check_paths and isinstance(resume, str) and resume not in ("true", "True"):
+        from kotune.stages.checkpoints import explicit_checkpoint_problem
+
+        problems += [p for p in [explicit_checkpoint_problem(resume)] if p]
     if train.get("deepspeed"):
         _check_deepspeed(train["deepspeed"], model, problems)
     problems += tracker_problems(train.get("report_to"))
@@ -275,6 +289,35 @@ def _cross_check(user: dict, model: dict, train: dict, stage: str, problems: lis
             and mpl >= train["max_length"]:
         problems.append(f"max_prompt_length ({mpl}) must be smaller than max_length ({train['max_length']}), "
                         "or no answer token fits")
+
+
+def _output_dir_problems(output_dir: str) -> list[str]:
+    """An output_dir that cannot be created or written, found before anything loads (not after the model has)."""
+    path = Path(output_dir).expanduser().absolute()
+    if path.exists() and not path.is_dir():
+        return [f"output_dir: '{output_dir}' is a file; choose a folder"]
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        return [f"output_dir: '{output_dir}' cannot be created: '{existing}' is a file, not a folder; choose another "
+                "output_dir"]
+    if not os.access(existing, os.W_OK | os.X_OK):
+        where = "is not writable" if existing == path else f"cannot be created: '{existing}' is not writable"
+        return [f"output_dir: '{output_dir}' {where}; choose a folder you can write, or fix its permissions"]
+    return []
+
+
+def _length_problems(train: dict) -> list[str]:
+    """Zero steps or epochs: the run would save an untrained model and exit 0."""
+    steps, epochs = train.get("max_steps"), train.get("num_train_epochs")
+    if steps == 0:
+        return ["max_steps: 0 trains nothing; give a positive number of optimizer steps, or leave it out (-1) to "
+                "train for num_train_epochs"]
+    if (steps is None or steps < 0) and isinstance(epochs, (int, float)) and epochs <= 0:
+        return [f"num_train_epochs: {epochs!r} trains nothing; give a positive number of epochs (e.g. 1, or 0.5 for "
+                "half the data), or set max_steps > 0"]
+    return []
 
 
 def _check_eval_split(user: dict, kotune: dict, train: dict, applied: dict, train_fields: dict,

@@ -9,8 +9,9 @@ from kotune.config.schema import RunConfig
 from kotune.errors import KotuneError
 from kotune.model_card_text import hyperparameters
 from kotune.records import plot_loss, write_json, write_resolved_config, write_run_record
+from kotune.stages.checkpoints import resolve_resume
 from kotune.stages.distributed import start
-from kotune.stages.safety import NonFiniteLossError, check_output_dir, resolve_resume
+from kotune.stages.safety import NonFiniteLossError, check_output_dir
 from kotune.stages.trackers import configure_trackers
 
 logger = logging.getLogger("kotune")

@@ -78,6 +78,9 @@ def speech_level(completions, speech_level=None, **_) -> list[float]:
 
 REWARDS: dict[str, Callable] = {"exact_answer": exact_answer, "hangul_share": hangul_share,
                                 "speech_level": speech_level}
+# The columns a shipped reward cannot score without; checked against the prompt files when the config is read
+# (kotune.stages.reward_columns), since TRL only calls a reward at the first step.
+NEEDS_COLUMNS: dict[str, tuple[str, ...]] = {"exact_answer": ("answer",)}
 
 
 def resolve_reward(name: str) -> Callable:

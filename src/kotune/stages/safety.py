@@ -1,11 +1,10 @@
-"""Run safety: never overwrite an output dir by accident, resume from the last complete checkpoint,
-checkpoint on SIGTERM, and stop on a non-finite loss before it reaches the weights."""
+"""Run safety: never overwrite an output dir by accident, resume from the last complete checkpoint
+(`kotune.stages.checkpoints` says which are), checkpoint on SIGTERM, and stop on a non-finite loss before it reaches
+the weights."""
 
 from __future__ import annotations
 
-import json
 import logging
-import re
 import signal
 from pathlib import Path
 
@@ -13,51 +12,13 @@ import torch
 from transformers import TrainerCallback
 
 from kotune.errors import KotuneError
+from kotune.stages.checkpoints import complete_checkpoints, resolve_resume  # noqa: F401 - kotune's run-safety API
 
 logger = logging.getLogger(__name__)
-
-_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
 
 class NonFiniteLossError(RuntimeError):
     """Raised inside training when a loss was NaN or inf, before any log, evaluation or save that follows it."""
-
-
-def complete_checkpoints(output_dir: str | Path) -> list[Path]:
-    """Checkpoint dirs whose trainer_state.json (written last by the Trainer) parses, oldest first.
-
-    A run killed with -9 in the middle of a save leaves a partial dir; it is skipped, not resumed from.
-    """
-    root = Path(output_dir)
-    if not root.is_dir():
-        return []
-    found = []
-    for path in root.iterdir():
-        m = _CHECKPOINT.match(path.name)
-        if not m or not path.is_dir():
-            continue
-        try:
-            json.loads((path / "trainer_state.json").read_text())
-        except (OSError, ValueError):
-            logger.warning("skipping incomplete checkpoint %s (no readable trainer_state.json)", path)
-            continue
-        found.append((int(m.group(1)), path))
-    return [p for _, p in sorted(found)]
-
-
-def resolve_resume(output_dir: str, resume: str | bool | None) -> str | None:
-    """`resume_from_checkpoint: true` → the last complete checkpoint in output_dir; a path is checked."""
-    if resume in (None, False, "false", "False", ""):
-        return None
-    if resume in (True, "true", "True"):
-        ckpts = complete_checkpoints(output_dir)
-        if not ckpts:
-            raise KotuneError(f"resume_from_checkpoint: no complete checkpoint in '{output_dir}' to resume from; "
-                              "drop the flag to start a new run")
-        return str(ckpts[-1])
-    if not (Path(resume) / "trainer_state.json").is_file():
-        raise KotuneError(f"resume_from_checkpoint: '{resume}' is not a complete checkpoint dir")
-    return str(resume)
 
 
 def check_output_dir(output_dir: str, overwrite: bool, resuming: bool) -> None:
