@@ -229,8 +229,8 @@ MOVED = "이제부터 반말로 대답해."
 
 
 def _good_mixture(root: Path) -> tuple[list[dict], list[list[dict]]]:
-    """Sources that each give 3 training rows (so the shares take every row once), and the conversations the run
-    must train on, in NFC."""
+    """Sources whose shares take each of their rows once (3 rows each; 4 where one is dropped while encoding), and
+    the conversations the run must train on, in NFC."""
     def write(name, data: str | bytes) -> Path:
         path = root / name
         (path.write_bytes if isinstance(data, bytes) else path.write_text)(data)
@@ -268,7 +268,7 @@ def _good_mixture(root: Path) -> tuple[list[dict], list[list[dict]]]:
                {"id": str(cp949), "format": "instruction", "encoding": "cp949"},
                {"id": str(utf16), "format": "chat"},
                {"id": str(dirty), "format": "instruction"},
-               {"id": str(system), "format": "chat"},
+               {"id": str(system), "format": "chat", "weight": 4 / 3},  # its 4 rows (one to drop) to the others' 3
                {"id": str(evals), "format": "instruction", "eval": True}]
     return sources, expect
 
