@@ -16,12 +16,9 @@ from conftest import write_config
 from helpers import (PREFS, measure_preference, preference_config, run_stage_script, train_both_ways, unpaired,
                      write_jsonl)
 
-STAGE_EXTRA = {
-    # lr/epochs per method on a 36-pair tiny run; beta is each method's own scale
-    "orpo": {"beta": 0.5, "num_train_epochs": 3},
-    "simpo": {"beta": 2.0, "simpo_gamma": 0.5, "num_train_epochs": 2},  # a 3rd epoch cut answers short (0.89)
-    "kto": {"beta": 0.1, "num_train_epochs": 3},
-}
+from kotune.testing.preference import METHODS  # noqa: E402  (each method's settings, shared with the bench)
+
+PAIRED = [m for m in METHODS if m != "dpo"]  # DPO's experiment is in the default suite (tests/test_dpo.py)
 
 
 @pytest.fixture(scope="module")
@@ -33,26 +30,27 @@ def reference(preference_sft):
 
 
 @pytest.mark.slow  # 1-2.5 min per method on 2 cores: `make test-slow`
-@pytest.mark.parametrize("stage", list(STAGE_EXTRA))
-def test_preference_shift_and_swapped_control(stage, preference_sft, reference):
+@pytest.mark.parametrize("method", PAIRED)
+def test_preference_shift_and_swapped_control(method, preference_sft, reference):
     ref, before = reference
+    stage, extra = METHODS[method]
     fmt, to_rows = ("unpaired", unpaired) if stage == "kto" else ("preference", None)
-    runs = train_both_ways(stage, preference_sft, stage, fmt=fmt, to_rows=to_rows, **STAGE_EXTRA[stage])
+    runs = train_both_ways(stage, preference_sft, method, fmt=fmt, to_rows=to_rows, **extra)
     held = preference_sft["held"]
-    after = measure_preference(runs[stage], ref, held)
-    control = measure_preference(runs[f"swapped_{stage}"], ref, held)
+    after = measure_preference(runs[method], ref, held)
+    control = measure_preference(runs[f"swapped_{method}"], ref, held)
     # implied reward against the SFT model (log-prob margin, chosen minus rejected) rises on unseen prompts ...
     assert after["accuracy"] >= 0.75 and after["margin"] > 0.05, (stage, after)
-    # ... and greedy answers turn polite, while staying correct within 0.1 of mean best-match similarity
+    # ... and greedy answers turn polite, keeping their content (mean best-match similarity >= 0.97)
     assert after["polite"] >= before["polite"] + 0.3, (stage, before, after)
-    assert after["correct"] >= before["correct"] - 0.1, (stage, before, after)
+    assert after["correct"] >= 0.97, (stage, before, after)
     # the swapped control goes the other way
     assert control["margin"] < -0.05 and control["accuracy"] <= 0.25, (stage, control)
     assert control["polite"] <= before["polite"], (stage, before, control)
     # the output is the SFT adapter, trained on, reloadable in PEFT; no reference adapter left in it
     from peft import PeftConfig
 
-    out = runs[stage]
+    out = runs[method]
     assert list(json.loads((out / "adapter_config.json").read_text())) and not (out / "ref").exists()
     assert PeftConfig.from_pretrained(out).base_model_name_or_path == str(preference_sft["base"])
     report = json.loads((out / "data_report.json").read_text())
