@@ -72,7 +72,8 @@ def test_sharegpt_rows_equal_the_same_messages(tmp_path, tok):
     share, report = encode_rows(tmp_path, tok, [SHAREGPT, {"conversations": [{"from": "robot", "value": "?"}]}],
                                 "sharegpt")
     assert share[0] == chat[0] and len(share) == 1
-    assert report[str(tmp_path / "sharegpt.jsonl")]["dropped"] == {"message without a valid role": 1}
+    assert report[str(tmp_path / "sharegpt.jsonl")]["dropped"] == {
+        "from 'robot' is not valid (valid: human, gpt, system (or user, assistant))": 1}  # the value and the valid ones
 
 
 def test_openai_rows_content_parts_and_weight_zero(tmp_path, tok):

@@ -15,7 +15,7 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from kotune.data.text_files import SKIP, decode
+from kotune.data.text_files import SKIP, RowsRead, decode, in_nfc
 from kotune.errors import KotuneError
 
 MALFORMED = "malformed JSON line"
@@ -24,15 +24,15 @@ LONG_CSV = "line with more fields than the header"
 
 
 def read_local(path: Path, kind: str, label: str, encoding: str | None, strict: bool, limit: int | None = None,
-               ) -> tuple[list[dict], list[str], Counter]:
-    """(rows, columns, lines skipped by reason) of a `kind` ("json", "csv" or "tsv") file."""
+               ) -> RowsRead:
+    """The rows (in NFC), columns and lines skipped by reason of a `kind` ("json", "csv" or "tsv") file."""
     decoded = decode(path.read_bytes(), label, encoding, strict)
     if kind == "json":
         rows, dropped = json_rows(decoded.text, path.suffix.lower() == ".jsonl", label, strict, limit)
         columns = list(dict.fromkeys(k for row in rows for k in row))
     else:
         rows, columns, dropped = csv_rows(decoded.text, "\t" if kind == "tsv" else ",", label, strict, limit)
-    return rows, columns, decoded.dropped + dropped
+    return in_nfc(label, rows, columns, decoded.dropped + dropped, decoded.text)
 
 
 def json_rows(text: str, lines_only: bool, label: str, strict: bool, limit: int | None = None,

@@ -58,9 +58,7 @@ def read_rows(source: DatasetSource, subset: str | None = None, split: str | Non
     """
     path, builder = local_file(source)
     if builder in ("json", "csv", "tsv"):
-        rows, columns, dropped = read_local(path, builder, source.id, source.encoding, strict,
-                                            limit if source.streaming else None)
-        return in_nfc(source.id, rows, columns, dropped)
+        return read_local(path, builder, source.id, source.encoding, strict, limit if source.streaming else None)
     if source.encoding:
         raise KotuneError(f"dataset '{source.id}': encoding applies to text files (CSV, TSV, JSON, JSON lines); "
                           f"{'Parquet files' if path else 'Hub datasets'} carry their own: remove encoding")
