@@ -20,6 +20,11 @@ from kotune.models.quantization import disable_cpu_bf16_repack
 logger = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+KOREAN_PROBE = "대한민국의 수도는 서울입니다. 한글은 세종대왕이 만들었습니다."
+MIN_PROBE_IDS = 4  # the largest vocabularies (Gemma's 262K) still need more than this for the probe
+MIN_VOCAB = 100
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "merges.txt", "tokenizer_config.json",
+                   "special_tokens_map.json", "spiece.model", "vocab.txt")
 
 
 def hub_error(name: str, err: Exception) -> KotuneError:
@@ -48,6 +53,7 @@ def load_tokenizer(name: str, trust_remote_code: bool = False, revision: str = "
         tok = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code, revision=revision)
     except (OSError, ValueError) as err:
         raise hub_error(name, err) from None
+    check_encodes_korean(tok, name)
     if tok.eos_token_id is None:
         raise KotuneError(f"the tokenizer of '{name}' has no EOS token; set eos_token in its tokenizer_config.json")
     if tok.pad_token_id is None or tok.pad_token_id == tok.eos_token_id:
@@ -59,6 +65,31 @@ def load_tokenizer(name: str, trust_remote_code: bool = False, revision: str = "
             logger.info("tokenizer has no pad token distinct from EOS: added <|pad|> (id %d)", tok.pad_token_id)
     tok.padding_side = "right"
     return tok
+
+
+def check_encodes_korean(tokenizer, name: str) -> None:
+    """Refuse a tokenizer that cannot carry Korean text before any data is encoded with it. A model dir without
+    tokenizer files still loads in transformers 5.x, as a 2-token tokenizer: every row encodes to nothing and the run
+    logs loss 0.0. A tokenizer that maps Hangul to <unk> fails the same way, more quietly."""
+    ids = tokenizer(KOREAN_PROBE, add_special_tokens=False)["input_ids"]
+    back = tokenizer.decode(ids, skip_special_tokens=True)
+    faults = []
+    if len(tokenizer) < MIN_VOCAB:
+        faults.append(f"its vocabulary has {len(tokenizer)} tokens")
+    if len(ids) < MIN_PROBE_IDS:
+        faults.append(f"the Korean sentence {KOREAN_PROBE!r} encodes to {len(ids)} ids")
+    elif "".join(back.split()) != "".join(KOREAN_PROBE.split()):
+        faults.append(f"the Korean sentence {KOREAN_PROBE!r} decodes back as {back!r}")
+    if not faults:
+        return
+    where = Path(name).expanduser()
+    present = [f for f in TOKENIZER_FILES if (where / f).is_file()] if where.is_dir() else None
+    files = ("" if present is None else
+             f" '{name}' has no tokenizer files ({', '.join(TOKENIZER_FILES[:4])}, ...)." if not present else
+             f" Its tokenizer files: {', '.join(present)}.")
+    raise KotuneError(f"the tokenizer of '{name}' cannot encode Korean text: {'; '.join(faults)}.{files} Copy the "
+                      "base model's tokenizer files (tokenizer.json, tokenizer_config.json, special_tokens_map.json, "
+                      "or tokenizer.model) into that folder, or point model_name_or_path at a folder that has them")
 
 
 def load_model(model_args, training_args, tokenizer, deepspeed_stage: int | None = None):

@@ -43,7 +43,7 @@ def safetensors_problem(path: Path) -> str | None:
                         "short or is not a safetensors file")
             header = json.loads(f.read(length))
         end = max((int(t["data_offsets"][1]) for k, t in header.items() if k != "__metadata__"), default=0)
-    except (OSError, ValueError, TypeError, KeyError, IndexError) as err:
+    except (OSError, ValueError, TypeError, KeyError, IndexError, AttributeError) as err:
         return f"{path.name} has no readable safetensors header ({type(err).__name__})"
     if size != 8 + length + end:
         return f"{path.name} is {size} bytes where its header says {8 + length + end}; it was cut short or is damaged"
