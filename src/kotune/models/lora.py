@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 
 from kotune.config.library import lora_config
 from kotune.errors import KotuneError
@@ -26,20 +27,60 @@ def prepare_for_adapters(model, model_args, training_args):
     return model
 
 
+def linear_names(model) -> list[str]:
+    """The leaf names of the model's linear layers (what lora_target_modules names), in model order, once each."""
+    import torch
+
+    kinds = (torch.nn.Linear,)
+    names = [name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+             if isinstance(module, kinds) or type(module).__name__ in ("Conv1D", "Linear4bit", "Linear8bitLt")]
+    return list(dict.fromkeys(names))
+
+
+def named_targets(targets) -> list[str] | None:
+    """lora_target_modules as module names, or None for what PEFT reads itself ("all-linear", a regex). TRL turns a
+    one-item list into a bare string, which PEFT would read as a regex over the full module path: a plain name
+    stays a name."""
+    if isinstance(targets, str):
+        return [targets] if targets != "all-linear" and re.fullmatch(r"[\w.]+", targets) else None
+    return list(targets) if targets else None
+
+
+def check_targets(model, targets) -> None:
+    """Every name in lora_target_modules must match a module (PEFT refuses only when none does, and trains the rest
+    silently); the error lists the model's linear layers to choose from."""
+    targets = named_targets(targets)
+    if not targets:
+        return
+    leaves = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+    paths = {name for name, _ in model.named_modules()}
+    unknown = [t for t in targets if t not in leaves and t not in paths
+               and not any(p.endswith(f".{t}") for p in paths)]
+    if unknown:
+        raise KotuneError(f"lora_target_modules: {', '.join(map(repr, unknown))} "
+                          f"{'matches' if len(unknown) == 1 else 'match'} no module of this "
+                          f"{getattr(model.config, 'model_type', 'model')} model. Its linear layers: "
+                          f"{', '.join(linear_names(model))} (or leave lora_target_modules out for kotune's choice)")
+
+
 def attach_lora(model, model_args, training_args, reward_head: bool = False):
     """A trainable LoRA adapter: the user's targets, else the architecture's (GENERIC: every linear layer).
     `reward_head`: on a sequence-classification model, whose new score head trains in full beside the adapter."""
     from peft import get_peft_model
 
     spec = spec_for(getattr(model.config, "model_type", None))
+    check_targets(model, model_args.lora_target_modules)
     model = prepare_for_adapters(model, model_args, training_args)
     lora = lora_config(model_args, spec.targets())
+    if isinstance(lora.target_modules, str) and named_targets(lora.target_modules):
+        lora.target_modules = named_targets(lora.target_modules)
     if reward_head:
         lora.task_type, lora.modules_to_save = "SEQ_CLS", ["score"]
     try:
         model = get_peft_model(model, lora)
     except ValueError as err:
-        raise KotuneError(f"lora_target_modules: {err}") from None
+        raise KotuneError(f"lora_target_modules: {err} This model's linear layers: "
+                          f"{', '.join(linear_names(model))}") from None
     logger.info("LoRA on %s (%s): r=%d alpha=%d dropout=%s", spec.name, lora.target_modules, lora.r,
                 lora.lora_alpha, lora.lora_dropout)
     trainable, total = model.get_nb_trainable_parameters()
