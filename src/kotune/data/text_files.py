@@ -106,7 +106,7 @@ def _decode(data: bytes, label: str, codec: str, strict: bool, explicit: bool) -
         return Decoded(text, codec)
     if not explicit:
         _refuse_other_encoding(data, label)
-    elif _is_utf8(data):
+    elif _decodes(data, "utf-8"):
         raise KotuneError(f"dataset '{label}': this file is UTF-8 text, not {codec}: remove encoding: {codec} from "
                           "this source")
     if codec.startswith(("utf-16", "utf-32")):  # no line-by-line recovery in a wide encoding
@@ -129,7 +129,7 @@ def _by_line(data: bytes, label: str, codec: str, strict: bool) -> Decoded:
             if strict:
                 column = len(raw[:err.start].decode(codec, errors="replace")) + 1
                 bad = raw[err.start:err.start + 4]
-                hint = "; this line looks like CP949/EUC-KR" if codec == "utf-8" and _is_cp949(raw) else ""
+                hint = "; this line looks like CP949/EUC-KR" if codec == "utf-8" and _decodes(raw, "cp949") else ""
                 raise KotuneError(f"dataset '{label}', line {number}, column {column}: {reason} ({bad!r}{hint}) "
                                   f"({SKIP})") from None
         out.append("")
@@ -144,7 +144,7 @@ def _refuse_other_encoding(data: bytes, label: str) -> None:
         raise KotuneError(f"dataset '{label}': not UTF-8 text; it looks like UTF-16 without a byte order mark: set "
                           f"encoding: {_utf16_order(data)} on this source")
     wide = [line for line in data.split(b"\n") if not line.isascii()]
-    if wide and not any(_is_utf8(line) for line in wide) and _is_cp949(data):
+    if wide and not any(_decodes(line, "utf-8") for line in wide) and _decodes(data, "cp949"):
         raise KotuneError(f"dataset '{label}': not UTF-8 text; it looks like CP949/EUC-KR (as Korean Windows and "
                           "Excel save it): set encoding: cp949 on this source")
 
@@ -154,17 +154,9 @@ def _utf16_order(data: bytes) -> str:
     return "utf-16-le" if head[1::2].count(0) >= head[0::2].count(0) else "utf-16-be"
 
 
-def _is_utf8(data: bytes) -> bool:
+def _decodes(data: bytes, codec: str) -> bool:
     try:
-        data.decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return True
-
-
-def _is_cp949(data: bytes) -> bool:
-    try:
-        data.decode("cp949")
+        data.decode(codec)
     except UnicodeDecodeError:
         return False
     return True
