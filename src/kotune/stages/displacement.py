@@ -53,9 +53,11 @@ def chosen_probe(dataset, n: int = PROBE_ROWS) -> list[tuple[list[int], list[int
     return []
 
 
-def answer_logps(model, probe: list[tuple[list[int], list[int]]]) -> list[float]:
-    """log p(answer | prompt) per probe row, summed over the answer tokens (no gradient, eval mode; logits are kept
-    for the answer positions only, so a large vocabulary costs little)."""
+def answer_logps(model, probe: list[tuple[list[int], list[int]]], batch_size: int = 8) -> list[float]:
+    """log p(answer | prompt) per probe row, summed over the answer tokens (no gradient, eval mode).
+
+    Rows go in left-padded batches, so every answer ends at the last position and logits are kept for the last
+    answer positions only: a large vocabulary costs little, and 16 rows cost two forwards."""
     import torch
 
     was_training = model.training
@@ -63,12 +65,18 @@ def answer_logps(model, probe: list[tuple[list[int], list[int]]]) -> list[float]
     out = []
     try:
         with torch.no_grad():
-            for prompt, answer in probe:
-                ids = torch.tensor([prompt + answer], device=model.device)
-                logits = model(input_ids=ids, attention_mask=torch.ones_like(ids),
-                               logits_to_keep=len(answer) + 1).logits[0, :-1].float()
-                targets = torch.tensor(answer, device=logits.device)
-                out.append(float(torch.log_softmax(logits, -1).gather(-1, targets[:, None]).sum()))
+            for i in range(0, len(probe), batch_size):
+                rows = [p + a for p, a in probe[i:i + batch_size]]
+                answers = [a for _, a in probe[i:i + batch_size]]
+                width, keep = max(map(len, rows)), max(map(len, answers))
+                ids = torch.tensor([[0] * (width - len(r)) + r for r in rows], device=model.device)
+                mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=model.device)
+                positions = (mask.cumsum(-1) - 1).clamp(min=0)
+                logits = model(input_ids=ids, attention_mask=mask, position_ids=positions,
+                               logits_to_keep=keep + 1).logits[:, :-1].float()
+                logps = torch.log_softmax(logits, -1).gather(-1, ids[:, -keep:, None])[..., 0]
+                for row, answer in enumerate(answers):
+                    out.append(float(logps[row, keep - len(answer):].sum()))
     finally:
         if was_training:
             model.train()
