@@ -5,6 +5,19 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import warnings
+
+# Warnings that every run printed and the user can do nothing about, matched exactly (message, category, module):
+# PEFT's get_peft_model and TRL's generation read transformers' deprecated `is_gradient_checkpointing`. Library
+# warnings about the user's own settings stay.
+LIBRARY_NOISE = ((r"`is_gradient_checkpointing` is deprecated and will be removed in v6\. Use "
+                  r"`is_activation_checkpointing` instead\.", FutureWarning, r"transformers\.modeling_utils"),)
+
+
+def quiet_library_noise() -> None:
+    """Drop only the warnings in LIBRARY_NOISE."""
+    for message, category, module in LIBRARY_NOISE:
+        warnings.filterwarnings("ignore", message=message, category=category, module=module)
 
 
 def setup_logging() -> None:
@@ -19,3 +32,4 @@ def setup_logging() -> None:
     )
     logging.getLogger("kotune").setLevel(logging.INFO if rank == 0 else logging.WARNING)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    quiet_library_noise()

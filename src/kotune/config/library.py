@@ -66,10 +66,26 @@ def build_model_config(values: dict[str, Any]) -> tuple[ModelConfig | None, str 
 
 def build_training_config(class_path: str, values: dict[str, Any]):
     """(the stage's training config, or None and the refusal naming the key)."""
+    cls = load_class(class_path)
     try:
-        return load_class(class_path)(**values), None
+        return cls(**checkpointing_by_new_name(cls, values)), None
     except (ValueError, TypeError) as err:
         return None, _problem(err, "training settings", values)
+
+
+def checkpointing_by_new_name(cls, values: dict[str, Any]) -> dict[str, Any]:
+    """transformers 5.x renamed gradient_checkpointing(_kwargs) to activation_checkpointing(_kwargs) and warns in
+    every run where only the old name is set, as TRL's configs do by default (True). kotune's key keeps TRL's name;
+    its value (or TRL's default) goes in under the new name too, which the old one then mirrors."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    out = dict(values)
+    for old, new in (("gradient_checkpointing", "activation_checkpointing"),
+                     ("gradient_checkpointing_kwargs", "activation_checkpointing_kwargs")):
+        if old in fields and new in fields and out.get(new) is None:
+            value = out.get(old, fields[old].default)
+            if value is not None and value is not dataclasses.MISSING:
+                out[new] = value
+    return out
 
 
 def quantization_config(model_args):

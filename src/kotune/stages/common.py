@@ -174,7 +174,9 @@ def finish(trainer, train_result) -> None:
         config.use_cache = True  # turned off for training (packing, checkpointing); inference wants it
     trainer.save_model(out, _internal_call=True)  # with push_to_hub, the push waits for the files below
     metrics = dict(train_result.metrics)
-    trainer.log_metrics("train", metrics)
+    # a reward that scored no row of the run (all None, e.g. exact_answer on rows without an answer) has a None mean,
+    # which the Trainer's table cannot print
+    trainer.log_metrics("train", {k: v for k, v in metrics.items() if v is not None})
     trainer.save_metrics("train", metrics)
     trainer.save_state()
     if trainer.is_world_process_zero():

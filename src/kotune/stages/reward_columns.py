@@ -27,7 +27,7 @@ def source_columns(source: DatasetSource) -> list[str] | None:
         else:
             from kotune.data.local_rows import read_local
 
-            _, columns, _ = read_local(path, reader, source.id, source.encoding, strict=False)
+            columns = read_local(path, reader, source.id, source.encoding, strict=False).columns
     except (KotuneError, OSError, ValueError):
         return None
     nfc = lambda text: unicodedata.normalize("NFC", str(text))  # noqa: E731 - macOS writes headers in NFD
