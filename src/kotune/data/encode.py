@@ -49,7 +49,7 @@ def _shown(template: str, roles: tuple[str, ...], specials: tuple) -> tuple[froz
 def unplaced_turn(tokenizer, messages: list[dict], specials: tuple | None = None) -> str | None:
     """Why the prompt format cannot render this conversation as it stands, or None: a system message it would leave
     out where it stands (llama2 renders one only as the first turn), or the template's own refusal."""
-    if not tokenizer.chat_template:
+    if not isinstance(tokenizer.chat_template, str):  # no template (or several): encoding reports it
         return None
     roles = tuple(m["role"] for m in messages)
     shown, error = _shown(tokenizer.chat_template, roles, specials if specials is not None else _specials(tokenizer))

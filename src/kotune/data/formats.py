@@ -46,6 +46,7 @@ def rename_columns(source, rows: list[dict], columns: list[str]) -> tuple[list[d
 NEEDS = {"instruction": ("instruction", "output"), "chat": ("messages",), "sharegpt": ("conversations",),
          "preference": ("prompt", "chosen", "rejected"), "unpaired": ("prompt", "completion", "label"),
          "prompt": ("prompt",)}
+SFT_FORMATS = {"instruction", "chat", "sharegpt"}
 LOOKS_LIKE = {"chat": "OpenAI-style messages", "sharegpt": "ShareGPT conversations",
               "instruction": "instruction rows", "preference": "preference pairs",
               "unpaired": "unpaired (KTO) rows"}
@@ -61,7 +62,9 @@ def wrong_format(fmt: str, columns: list[str]) -> str | None:
         return None
     for other, looks in LOOKS_LIKE.items():
         if other != fmt and all(c in columns for c in NEEDS[other]):
-            return f"format: {fmt} needs {', '.join(missing)}, and this file has {looks}: use format: {other}"
+            use = (f"use format: {other}" if {fmt, other} <= SFT_FORMATS  # else another stage reads it
+                   else f"that is format: {other} data")
+            return f"format: {fmt} needs {', '.join(missing)}, and this file has {looks}: {use}"
     return (f"format: {fmt} needs columns {list(NEEDS[fmt])}; the file has {columns}: map yours with columns: "
             f"{{{missing[0]}: your_column}}")
 
