@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import subprocess
 import sys
 import unicodedata
@@ -104,7 +103,7 @@ def _error_cases(base: Path, root: Path) -> dict:
 
     pq.write_table(pa.Table.from_pylist(rows), parquet)
     c.add("encoding on a Parquet file", [{"id": str(parquet), "format": "instruction", "encoding": "cp949"}],
-          ["rows.parquet", "encoding", "Parquet"])
+          ["rows.parquet", "Parquet", "remove encoding"])
 
     # --- a bad byte or a malformed line: file, line and column ------------------------------------------------
     tsv_lines = [b"id\tdocument\tlabel", "1\t재미있다\t1".encode(), "2\t지루했다\t0".encode(),
@@ -127,20 +126,20 @@ def _error_cases(base: Path, root: Path) -> dict:
     array = json.dumps(rows, ensure_ascii=False, indent=1).replace('"서울입니다."', '"서울입니다.",', 1)
     bad_json = c.file("array.json", array)
     c.add("a malformed JSON array (one document: no row to skip)", [{"id": str(bad_json), "format": "instruction"}],
-          ["array.json", "line 5, column 2"])  # the brace after the stray comma
+          ["array.json", "line 5, column 2", "one object per line"])  # the brace after the stray comma
     not_object = c.file("list_line.jsonl", jsonl([rows[0], ["질문", "답변"], rows[1]]))
     c.add("a JSONL line that is not an object", [{"id": str(not_object), "format": "instruction"}],
-          ["list_line.jsonl", "line 2", "not a JSON object"], strict=True)
+          ["list_line.jsonl", "line 2", "not a JSON object", FIX_STRICT], strict=True)
     extra_field = c.file("extra.csv", csv_text(["instruction", "output"], [[q, a] for q, a in QA[:2]])
                          + "세 번째 질문,답변,남는 칸\n")
     c.add("a CSV line with more fields than the header", [{"id": str(extra_field), "format": "instruction"}],
-          ["extra.csv", "line 4", "3 fields", "header has 2"], strict=True)
+          ["extra.csv", "line 4", "3 fields", "header has 2", "quote values", FIX_STRICT], strict=True)
     petitions = c.file("petitions/petitions_2017-09", "\n".join([
         json.dumps({"title": "청원 제목", "content": "청원 내용입니다."}, ensure_ascii=False),
         json.dumps({"title": "두 번째", "content": "내용"}, ensure_ascii=False),
         '{"title": "세 번째", "content": "닫히지 않은 문자열}']) + "\n")
     c.add("a malformed line in a raw kit19 JSON-lines file", [{"id": str(petitions), "format": "kit19/petitions"}],
-          ["petitions_2017-09", "line 3, column"], strict=True)
+          ["petitions_2017-09", "line 3, column", FIX_STRICT], strict=True)
     prefs = [{"prompt": q, "chosen": a, "rejected": "몰라."} for q, a in QA[:3]]
     pref_lines = jsonl(prefs).splitlines()
     pref_lines[1] = pref_lines[1].replace('"chosen":', '"chosen"', 1)
@@ -152,16 +151,16 @@ def _error_cases(base: Path, root: Path) -> dict:
     both = c.file("both.jsonl", jsonl([{"instruction": q, "output": "옛 답", "answer": a} for q, a in QA[:3]]))
     c.add("a rename onto a column the file already has", [{"id": str(both), "format": "instruction",
                                                           "columns": {"output": "answer"}}],
-          ["both.jsonl", "'answer'", "'output'", "already has"])
+          ["both.jsonl", "'answer'", "'output'", "already has", "rename the file's own too"])
     qa_file = c.file("질문.jsonl", jsonl([{"질문": q, "답변": a} for q, a in QA[:3]]))
     c.add("two kotune names mapped to one column", [{"id": str(qa_file), "format": "instruction",
                                                     "columns": {"instruction": "질문", "input": "질문",
                                                                 "output": "답변"}}],
-          ["질문.jsonl", "'질문'", "instruction", "input"])
+          ["질문.jsonl", "'질문'", "instruction", "input", "its own column"])
     nfd_header = c.file("nfd_header.jsonl", jsonl([{NFD("질문"): q, NFD("답변"): a} for q, a in QA[:3]]))
     c.add("a column that is really missing is named in NFC", [{"id": str(nfd_header), "format": "instruction",
                                                               "columns": {"instruction": "질문", "output": "정답"}}],
-          ["nfd_header.jsonl", "'정답'", "'질문', '답변'"])
+          ["nfd_header.jsonl", "'정답'", "the file has ['질문', '답변']"])
 
     # --- the wrong format, bad roles --------------------------------------------------------------------------
     messages = c.file("openai.jsonl", jsonl([chat(q, a) for q, a in QA[:3]]))
@@ -176,17 +175,17 @@ def _error_cases(base: Path, root: Path) -> dict:
     bad_role = c.file("roles.jsonl", jsonl([chat(*QA[0]), {"messages": [{"role": "user", "content": QA[1][0]},
                                                                         {"role": "bot", "content": QA[1][1]}]}]))
     c.add("a chat role that is not valid", [{"id": str(bad_role), "format": "chat"}],
-          ["roles.jsonl", "row 2", "'bot'", "system, user, assistant"], strict=True)
+          ["roles.jsonl", "row 2", "'bot'", "system, user, assistant", "fix the row"], strict=True)
     bad_from = c.file("from.jsonl", jsonl([{"conversations": [{"from": "human", "value": QA[0][0]},
                                                               {"from": "robot", "value": QA[0][1]}]}]))
     c.add("a ShareGPT role that is not valid", [{"id": str(bad_from), "format": "sharegpt"}],
-          ["from.jsonl", "row 1", "'robot'", "human", "gpt"], strict=True)
+          ["from.jsonl", "row 1", "'robot'", "human", "gpt", "fix the row"], strict=True)
     system_mid = c.file("system_mid.jsonl", jsonl([
         {"messages": [{"role": "user", "content": QA[0][0]}, {"role": "assistant", "content": QA[0][1]},
                       {"role": "system", "content": "이제부터 반말로 대답해."},
                       {"role": "user", "content": QA[1][0]}, {"role": "assistant", "content": "도쿄야."}]}]))
     c.add("llama2 cannot place a system turn in mid-conversation", [{"id": str(system_mid), "format": "chat"}],
-          ["system_mid.jsonl", "row 1", "system", "llama2"], command="sft", strict=True, prompt_format="llama2")
+          ["system_mid.jsonl", "row 1", "llama2", "move the system message to the start"], command="sft", strict=True, prompt_format="llama2")
 
     # --- eval sources that are the training data --------------------------------------------------------------
     c.add("eval: true on the training file", [{"id": str(utf8), "format": "instruction"},
