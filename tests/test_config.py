@@ -120,7 +120,9 @@ def test_shipped_dpo_configs_validate(path: Path):
     text = path.read_text(encoding="utf-8")
     assert text.startswith("#") and "train/dpo.py" in "".join(text.splitlines()[1:4])
     cfg = build_config(yaml.safe_load(text), stage="dpo", source=str(path), check_paths=False)
-    assert cfg.kotune.max_prompt_length and cfg.training.beta == 0.1
+    assert cfg.kotune.max_prompt_length and cfg.training.beta > 0
+    # answers stay whole: every shipped DPO/IPO recipe adds TRL's NLL term on the chosen answers (bench/RESULTS.md)
+    assert "sft" in cfg.training.loss_type and len(cfg.training.loss_weights) == len(cfg.training.loss_type)
     assert all(s.format == "preference" for s in cfg.kotune.dataset_mixture.datasets)
 
 
