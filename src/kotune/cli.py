@@ -42,7 +42,10 @@ def train(stage: str, rest: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from kotune.logs import quiet_library_noise
+
     argv = sys.argv[1:] if argv is None else argv
+    quiet_library_noise()  # every subcommand, chat and merge included, not only the runs that set up logging
     parser = argparse.ArgumentParser(prog="kotune", description="Fine-tune Korean instruction-following LLMs.")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, stage in STAGES.items():
