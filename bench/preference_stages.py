@@ -32,9 +32,10 @@ PLAIN = {  # the loss alone, at the settings shipped before the likelihood watch
     "DPO plain (sigmoid)": ("dpo", {"beta": 0.1, "loss_type": ["sigmoid"], "num_train_epochs": 3}),
     "IPO plain (ipo, beta 0.1)": ("dpo", {"beta": 0.1, "loss_type": ["ipo"], "num_train_epochs": 3}),
     "KTO plain (beta 0.1)": ("kto", {"beta": 0.1, "num_train_epochs": 3}),
+    "SimPO at lr 5e-4, 2 epochs": ("simpo", {"beta": 2.0, "simpo_gamma": 0.5, "num_train_epochs": 2}),
 }
 SHIPPED_LABELS = {"dpo": "DPO [sigmoid, sft]", "ipo": "IPO [ipo, sft], beta 0.5", "orpo": "ORPO",
-                  "simpo": "SimPO", "kto": "KTO, beta 0.5"}
+                  "simpo": "SimPO, lr 2.5e-4", "kto": "KTO, beta 0.5"}
 
 
 def step_seconds(run: Path) -> float:
@@ -68,7 +69,8 @@ def main() -> int:
     runs_to_do = [(label, *PLAIN[label]) for label in PLAIN]
     runs_to_do[1:1] = [(SHIPPED_LABELS["dpo"], *METHODS["dpo"])]
     runs_to_do[3:3] = [(SHIPPED_LABELS["ipo"], *METHODS["ipo"])]
-    runs_to_do += [(SHIPPED_LABELS[m], *METHODS[m]) for m in ("kto", "orpo", "simpo")]
+    runs_to_do[5:5] = [(SHIPPED_LABELS["kto"], *METHODS["kto"])]
+    runs_to_do += [(SHIPPED_LABELS[m], *METHODS[m]) for m in ("simpo", "orpo")]
     for i, (label, stage, extra) in enumerate(runs_to_do):
         fmt = "unpaired" if stage == "kto" else "preference"
         name = f"run{i}"
