@@ -10,17 +10,16 @@ from __future__ import annotations
 
 import difflib
 import logging
-import os
 from pathlib import Path
 from typing import Any, Iterable
 
 from kotune.config.deepspeed_file import read_deepspeed_config
 from kotune.config.library_schema import MODEL_CONFIG, fields_of
+from kotune.config.path_checks import is_local_path, path_problems
 from kotune.config.schema import (RANGES, RENAMED, TRAINING_DEFAULTS, TRAINING_FORCED, DatasetMixture,
                                   DatasetSource, KotuneArguments, RunConfig)
 from kotune.config.types import coerce, dataclass_fields
 from kotune.data.formats import FORMAT_NAMES
-from kotune.data.text_files import find_local
 from kotune.errors import ConfigError
 from kotune.eval.checks import eval_config_problems
 from kotune.stages.registry import STAGES, get_stage, stages_with
@@ -136,11 +135,6 @@ def _build_source(item: Any, here: str, stage: str, problems: list[str]) -> Data
     return DatasetSource(**vals)
 
 
-def is_local_path(name: str) -> bool:
-    """A Hub id is `name` or `org/name`; anything else (./x, /x, a/b/c) must be on disk."""
-    return name.startswith((".", "/", "~")) or name.count("/") >= 2 or Path(name).exists()
-
-
 def check_config(raw: dict[str, Any], stage: str = "sft", check_paths: bool = True):
     """(kotune values, mixture, model values, training values, defaults applied, problems). No heavy imports."""
     groups = field_groups(stage)
@@ -251,26 +245,13 @@ def _cross_check(user: dict, model: dict, train: dict, stage: str, problems: lis
         problems.append(f"model_name_or_path: '{name}' does not exist")
     if not train.get("output_dir"):
         problems.append("output_dir: required (where the model, checkpoints and logs go)")
-    elif check_paths:
-        problems += _output_dir_problems(train["output_dir"])
     problems += _length_problems(train)
     if user.get("dataset_mixture") is None:
         problems.append("dataset_mixture: required, e.g. {datasets: [{id: data/train.jsonl, format: instruction}]}")
-    mixture = user.get("dataset_mixture")
-    if check_paths and isinstance(mixture, dict) and isinstance(mixture.get("datasets"), list):
-        for i, src in enumerate(mixture["datasets"]):
-            sid = src.get("id") if isinstance(src, dict) else None
-            looks_local = isinstance(sid, str) and (Path(sid).suffix.lower() in (".json", ".jsonl", ".csv", ".tsv",
-                                                                                 ".parquet") or is_local_path(sid))
-            if looks_local and find_local(sid) is None:  # an NFC name typed for an NFD name on disk is found
-                problems.append(f"dataset_mixture.datasets[{i}].id: file '{sid}' not found")
     if user.get("overwrite_output_dir") and train.get("resume_from_checkpoint"):
         problems.append("overwrite_output_dir and resume_from_checkpoint contradict each other: choose one")
-    resume = train.get("resume_from_checkpoint")
-    if check_paths and isinstance(resume, str) and resume not in ("true", "True"):
-        from kotune.stages.checkpoints import explicit_checkpoint_problem
-
-        problems += [p for p in [explicit_checkpoint_problem(resume)] if p]
+    if check_paths:
+        problems += path_problems(user, train)
     if train.get("deepspeed"):
         _check_deepspeed(train["deepspeed"], model, problems)
     problems += tracker_problems(train.get("report_to"))
@@ -289,23 +270,6 @@ def _cross_check(user: dict, model: dict, train: dict, stage: str, problems: lis
             and mpl >= train["max_length"]:
         problems.append(f"max_prompt_length ({mpl}) must be smaller than max_length ({train['max_length']}), "
                         "or no answer token fits")
-
-
-def _output_dir_problems(output_dir: str) -> list[str]:
-    """An output_dir that cannot be created or written, found before anything loads (not after the model has)."""
-    path = Path(output_dir).expanduser().absolute()
-    if path.exists() and not path.is_dir():
-        return [f"output_dir: '{output_dir}' is a file; choose a folder"]
-    existing = path
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        return [f"output_dir: '{output_dir}' cannot be created: '{existing}' is a file, not a folder; choose another "
-                "output_dir"]
-    if not os.access(existing, os.W_OK | os.X_OK):
-        where = "is not writable" if existing == path else f"cannot be created: '{existing}' is not writable"
-        return [f"output_dir: '{output_dir}' {where}; choose a folder you can write, or fix its permissions"]
-    return []
 
 
 def _length_problems(train: dict) -> list[str]:
