@@ -125,6 +125,7 @@ def test_prompt_ids_match_sft_inference(experiment):
 
 def test_preference_rows_dropped_by_reason(tmp_path, tiny_bases):
     from kotune.config import DatasetMixture, DatasetSource
+    from kotune.errors import KotuneError
     from kotune.data.preference import build_preference_data
     from kotune.models.loading import load_tokenizer
     from kotune.data.prompt_formats import install_template
@@ -141,10 +142,10 @@ def test_preference_rows_dropped_by_reason(tmp_path, tiny_bases):
                                                    {"role": "assistant", "content": "지원합니다."}],
              "rejected": [{"role": "user", "content": "메시지 형식은요?"}, {"role": "assistant", "content": "지원해."}]}]
     path = write_jsonl(tmp_path / "p.jsonl", rows)
+    # a rename onto a column the file also has is refused, not resolved by column order
     src = DatasetSource(id=str(path), format="preference", columns={"prompt": "question"})
-    ds, _, report = build_preference_data(DatasetMixture(datasets=[src]), tok, max_length=256, max_prompt_length=64)
-    # the renamed column: rows 1-4 have 'prompt' but not 'question', so only the message-list row keeps a prompt
-    assert len(ds) == 1
+    with pytest.raises(KotuneError, match="question.*prompt|prompt.*question"):
+        build_preference_data(DatasetMixture(datasets=[src]), tok, max_length=256, max_prompt_length=64)
     src2 = DatasetSource(id=str(path), format="preference")
     ds2, _, report2 = build_preference_data(DatasetMixture(datasets=[src2]), tok, max_length=256, max_prompt_length=64)
     assert len(ds2) == 1

@@ -8,10 +8,13 @@ import sys
 import warnings
 
 # Warnings that every run printed and the user can do nothing about, matched exactly (message, category, module):
-# PEFT's get_peft_model and TRL's generation read transformers' deprecated `is_gradient_checkpointing`. Library
-# warnings about the user's own settings stay.
+# PEFT's get_peft_model and TRL's generation read transformers' deprecated `is_gradient_checkpointing`, and PEFT's
+# prepare_model_for_kbit_training (QLoRA with checkpointing) calls the deprecated `gradient_checkpointing_enable`.
+# Library warnings about the user's own settings stay.
 LIBRARY_NOISE = ((r"`is_gradient_checkpointing` is deprecated and will be removed in v6\. Use "
-                  r"`is_activation_checkpointing` instead\.", FutureWarning, r"transformers\.modeling_utils"),)
+                  r"`is_activation_checkpointing` instead\.", FutureWarning, r"transformers\.modeling_utils"),
+                 (r"`gradient_checkpointing_enable` is deprecated and will be removed in v6\. Use "
+                  r"`activation_checkpointing_enable` instead\.", FutureWarning, r"transformers\.modeling_utils"))
 
 
 # Log records every run printed on a machine without a GPU, matched exactly (logger, start of the message):
