@@ -40,11 +40,10 @@ def default_packing(base_config, trust_remote_code: bool) -> bool:
 
     spec = spec_for(getattr(base_config, "model_type", None))
     remote = trust_remote_code and bool(getattr(base_config, "auto_map", None))
-    if spec is GENERIC or remote:
-        why = "its modeling code comes with the model" if remote else f"'{base_config.model_type}' is not a " \
-              "registered family"
-        logger.info("packing: false (padded batches) by default: %s, so padding-free attention is untested; set "
-                    "packing: true to use it", why)
+    if spec is GENERIC or remote or spec.padded_because:
+        why = "its modeling code comes with the model" if remote else spec.padded_because or \
+            f"'{base_config.model_type}' is not a registered family"
+        logger.info("packing: false (padded batches) by default: %s; set packing: true to use it anyway", why)
         return False
     logger.info("packing: true by default for %s: padding-free batches, the same examples per step (set packing: "
                 "false for padded batches)", spec.name)

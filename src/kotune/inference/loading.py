@@ -142,15 +142,18 @@ def load_for_inference(run_dir: str | Path, dtype: torch.dtype = torch.float32, 
                        base: str | Path | None = None):
     """(model, tokenizer) from an output dir: a LoRA adapter on its base as trained (`base`: the base's new place,
     if it moved), a merged or a full model."""
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoConfig
+
+    from kotune.models.architectures import auto_class
 
     kind = run_kind(run_dir)
     tokenizer = load_run_tokenizer(run_dir)
     if kind == "adapter":
         model = load_adapted(run_dir, tokenizer, dtype, base)
     else:  # a remote-code base (EXAONE 3.5) trained with trust_remote_code: true loads with it again
-        model = AutoModelForCausalLM.from_pretrained(run_dir, dtype=dtype,
-                                                     trust_remote_code=trained_model_args(run_dir).trust_remote_code)
+        remote = trained_model_args(run_dir).trust_remote_code
+        model = auto_class(AutoConfig.from_pretrained(run_dir, trust_remote_code=remote)).from_pretrained(
+            run_dir, dtype=dtype, trust_remote_code=remote)
     if not tokenizer.chat_template:  # a model from elsewhere: the format `prompt_format: auto` would train with
         from kotune.data.prompt_formats import default_format, install_template
 

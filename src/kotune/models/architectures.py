@@ -14,8 +14,23 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from kotune.models import tiny_configs
+
 # Llama-style blocks keep q/k/v apart (peft#294); GPT-NeoX fuses them into one projection.
 LLAMA_STYLE_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+# DeepSeek-V3's multi-head latent attention (Kanana-2, A.X K1/K2): low-rank q and kv projections, no q/k/v_proj.
+MLA_TARGETS = ("q_a_proj", "q_b_proj", "kv_a_proj_with_mqa", "kv_b_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+# Qwen3.5's gated-delta (linear-attention) layers, beside its full-attention layers.
+GATED_DELTA_TARGETS = ("in_proj_qkv", "in_proj_z", "out_proj")
+GATED_DELTA_PADDED = ("its gated-delta (linear-attention) layers keep packed examples apart only with the "
+                      "causal-conv1d and flash-linear-attention kernels; without them transformers refuses packed "
+                      "rows (tests/test_packing.py checks this)")
+
+
+def language_model_only(names: tuple[str, ...]) -> str:
+    """A regex over module paths: these projections in the language model of an image-text model, never in its
+    vision or audio tower (whose blocks have q/k/v and MLP projections too); a text-only checkpoint matches as well."""
+    return rf"^(?!.*(vision|visual|audio)).*\.({'|'.join(names)})"
 
 
 @dataclass(frozen=True)
@@ -28,6 +43,8 @@ class ArchitectureSpec:
     # (common kwargs: vocab/hidden/layers/heads/ids) -> a transformers config; used by kotune.testing.tiny
     tiny_config: Callable[[dict[str, Any]], Any] | None = None
     tiny_tokenizer: str = "sentencepiece"  # "bpe" (a Korean byte-level BPE) or "sentencepiece" (Llama/Mistral)
+    # why padding-free packing stays off by default for this family (None: packing is on, its exactness is tested)
+    padded_because: str | None = None
 
     def targets(self, override: list[str] | str | None = None) -> list[str] | str:
         """The user's targets win; otherwise this family's."""
@@ -66,6 +83,24 @@ def offline_config_dir(hub_id: str) -> str | None:
         if hub_id in spec.offline_configs:
             return spec.offline_configs[hub_id]
     return None
+
+
+def auto_class(config):
+    """The transformers auto class that loads a base with its whole checkpoint: the causal LM, or for an
+    image-text checkpoint (EXAONE 4.5, Qwen3.5, Gemma-3/4 with a vision tower) the image-text model, so that a full
+    fine-tune saves the vision weights it was given and adapter keys match the checkpoint's module paths."""
+    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES,
+    )
+
+    model_type = getattr(config, "model_type", None)
+    image_text = model_type in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
+    if image_text and (getattr(config, "vision_config", None) is not None
+                       or model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES):
+        return AutoModelForImageTextToText
+    return AutoModelForCausalLM
 
 
 def _gpt_neox(common: dict):
@@ -162,4 +197,63 @@ register(ArchitectureSpec(
     # EXAONE 3.5 is remote code (trust_remote_code: true; transformers 5.23 has no native `exaone`).
     name="exaone", model_types=("exaone",),
     lora_targets=("q_proj", "k_proj", "v_proj", "out_proj", "c_fc_0", "c_fc_1", "c_proj"),
+))
+
+# The Korean bases of 2026 (native in transformers 5.23). Their tiny configs keep each family's real shape; on a
+# Mixture-of-Experts base the named targets reach attention, dense MLP layers and shared experts, never the router
+# and not the routed experts (`lora_target_parameters` adds those; kotune.models.moe says which were adapted).
+register(ArchitectureSpec(
+    name="exaone_moe", model_types=("exaone_moe",), lora_targets=LLAMA_STYLE_TARGETS,  # K-EXAONE-236B-A23B
+    offline_configs={"LGAI-EXAONE/K-EXAONE-236B-A23B": "k-exaone-236b-a23b"},
+    tiny_config=tiny_configs.exaone_moe, tiny_tokenizer="bpe",
+))
+register(ArchitectureSpec(
+    # EXAONE 4.5 is image-text: LoRA on its EXAONE 4 language model only; the vision encoder stays frozen.
+    name="exaone4_5", model_types=("exaone4_5",), lora_targets=language_model_only(LLAMA_STYLE_TARGETS),
+    offline_configs={"LGAI-EXAONE/EXAONE-4.5-33B": "exaone-4.5-33b"},
+    tiny_config=tiny_configs.exaone4_5, tiny_tokenizer="bpe",
+))
+register(ArchitectureSpec(
+    name="hyperclovax", model_types=("hyperclovax",), lora_targets=LLAMA_STYLE_TARGETS,  # HyperCLOVA X SEED Think
+    offline_configs={"naver-hyperclovax/HyperCLOVAX-SEED-Think-14B": "hyperclovax-seed-think-14b"},
+    tiny_config=tiny_configs.hyperclovax, tiny_tokenizer="bpe",
+))
+register(ArchitectureSpec(
+    name="deepseek_v3", model_types=("deepseek_v3",), lora_targets=MLA_TARGETS,  # Kanana-2-30B-A3B, DeepSeek-V3
+    offline_configs={"kakaocorp/kanana-2-30b-a3b-instruct": "kanana-2-30b-a3b-instruct"},
+    tiny_config=tiny_configs.deepseek_v3, tiny_tokenizer="bpe",
+))
+register(ArchitectureSpec(
+    name="axk1", model_types=("axk1",), lora_targets=MLA_TARGETS,  # SKT A.X K1
+    offline_configs={"skt/A.X-K1": "ax-k1"}, tiny_config=tiny_configs.axk1, tiny_tokenizer="bpe",
+))
+register(ArchitectureSpec(
+    name="axk2", model_types=("axk2",), lora_targets=MLA_TARGETS + ("q_gate_proj",),  # SKT A.X K2
+    tiny_config=tiny_configs.axk2, tiny_tokenizer="bpe",
+))
+register(ArchitectureSpec(
+    name="solar_open", model_types=("solar_open",), lora_targets=LLAMA_STYLE_TARGETS,  # Upstage Solar-Open-100B
+    offline_configs={"upstage/Solar-Open-100B": "solar-open-100b"},
+    tiny_config=tiny_configs.solar_open, tiny_tokenizer="bpe",
+))
+register(ArchitectureSpec(
+    name="qwen3_moe", model_types=("qwen3_moe",), lora_targets=LLAMA_STYLE_TARGETS,  # Qwen3-30B-A3B, 235B-A22B
+    offline_configs={"Qwen/Qwen3-30B-A3B": "qwen3-30b-a3b"}, tiny_config=tiny_configs.qwen3_moe, tiny_tokenizer="bpe",
+))
+register(ArchitectureSpec(
+    # Qwen3.5 checkpoints are image-text; their language model mixes gated-delta and full-attention layers.
+    name="qwen3_5", model_types=("qwen3_5", "qwen3_5_text"),
+    lora_targets=language_model_only(LLAMA_STYLE_TARGETS + GATED_DELTA_TARGETS),
+    offline_configs={"Qwen/Qwen3.5-9B": "qwen3.5-9b"}, tiny_config=tiny_configs.qwen3_5, tiny_tokenizer="bpe",
+    padded_because=GATED_DELTA_PADDED,
+))
+register(ArchitectureSpec(
+    name="qwen3_5_moe", model_types=("qwen3_5_moe", "qwen3_5_moe_text"),
+    lora_targets=language_model_only(LLAMA_STYLE_TARGETS + GATED_DELTA_TARGETS),
+    offline_configs={"Qwen/Qwen3.5-35B-A3B": "qwen3.5-35b-a3b"},
+    tiny_config=tiny_configs.qwen3_5_moe, tiny_tokenizer="bpe", padded_because=GATED_DELTA_PADDED,
+))
+register(ArchitectureSpec(
+    name="gemma4", model_types=("gemma4", "gemma4_text"), lora_targets=language_model_only(LLAMA_STYLE_TARGETS),
+    offline_configs={"google/gemma-4-31B-it": "gemma-4-31b-it"}, tiny_config=tiny_configs.gemma4, tiny_tokenizer="bpe",
 ))

@@ -14,6 +14,8 @@ import torch
 
 from kotune.errors import KotuneError
 from kotune.config.library import quantization_config
+from kotune.models import moe
+from kotune.models.architectures import auto_class
 from kotune.models.lora import attach_lora
 from kotune.models.quantization import disable_cpu_bf16_repack
 
@@ -95,6 +97,7 @@ def check_encodes_korean(tokenizer, name: str) -> None:
 def load_model(model_args, training_args, tokenizer, deepspeed_stage: int | None = None):
     """The base model, quantized if asked, with LoRA attached when `use_peft` is set."""
     model = load_base(model_args.model_name_or_path, model_args, training_args, tokenizer, deepspeed_stage)
+    moe.use_router_aux_loss(model)
     if not model_args.use_peft:
         if training_args.gradient_checkpointing:
             model.config.use_cache = False
@@ -106,8 +109,9 @@ def load_base(path: str, model_args, training_args, tokenizer, deepspeed_stage: 
               reward_head: bool = False):
     """Weights from `path`, quantized per `model_args`, with the CPU 4-bit fix and the tokenizer's special tokens.
     `reward_head`: a sequence-classification model with one output (a reward model's score head, new if absent)."""
-    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+    from transformers import AutoModelForSequenceClassification
 
+    moe.keep_native_targets()  # before any adapter is attached or loaded on this base (peft#3711)
     quant = quantization_config(model_args)
     dtype = model_args.dtype if model_args.dtype in (None, "auto") else DTYPES[model_args.dtype]
     kwargs = dict(
@@ -123,8 +127,9 @@ def load_base(path: str, model_args, training_args, tokenizer, deepspeed_stage: 
     if reward_head:
         kwargs.update(num_labels=1, pad_token_id=tokenizer.pad_token_id)
     try:
-        model = (AutoModelForSequenceClassification if reward_head else AutoModelForCausalLM).from_pretrained(
-            path, **kwargs)
+        model_class = AutoModelForSequenceClassification if reward_head else auto_class(
+            load_model_config(path, model_args.trust_remote_code, model_args.model_revision))
+        model = model_class.from_pretrained(path, **kwargs)
     except (OSError, ValueError) as err:
         raise hub_error(path, err) from None
 

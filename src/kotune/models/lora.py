@@ -7,6 +7,7 @@ import re
 
 from kotune.config.library import lora_config
 from kotune.errors import KotuneError
+from kotune.models import moe
 from kotune.models.architectures import spec_for
 
 logger = logging.getLogger(__name__)
@@ -70,10 +71,21 @@ def attach_lora(model, model_args, training_args, reward_head: bool = False):
 
     spec = spec_for(getattr(model.config, "model_type", None))
     check_targets(model, model_args.lora_target_modules)
+    moe.keep_native_targets()
     model = prepare_for_adapters(model, model_args, training_args)
-    lora = lora_config(model_args, spec.targets())
+    default = spec.targets()
+    if moe.is_moe(model):  # only real modules: PEFT would turn an absent `gate_proj` into the routed experts
+        names = linear_names(model)
+        default = ([n for n in names if n not in moe.ROUTER_LEAVES and n != "lm_head"] if default == "all-linear"
+                   else [t for t in default if t in names] if isinstance(default, list) else default)
+    lora = lora_config(model_args, default)
     if isinstance(lora.target_modules, str) and named_targets(lora.target_modules):
         lora.target_modules = named_targets(lora.target_modules)
+    lora.target_parameters = moe.expert_target_parameters(model, model_args.lora_target_parameters)
+    if lora.target_parameters and lora.lora_dropout:
+        logger.info("lora_dropout %s → 0: PEFT's LoRA on fused expert weights (lora_target_parameters) has no "
+                    "dropout", lora.lora_dropout)
+        lora.lora_dropout = 0.0
     if reward_head:
         lora.task_type, lora.modules_to_save = "SEQ_CLS", ["score"]
     try:
@@ -81,8 +93,10 @@ def attach_lora(model, model_args, training_args, reward_head: bool = False):
     except ValueError as err:
         raise KotuneError(f"lora_target_modules: {err} This model's linear layers: "
                           f"{', '.join(linear_names(model))}") from None
+    moe.check_router_untouched(model)
     logger.info("LoRA on %s (%s): r=%d alpha=%d dropout=%s", spec.name, lora.target_modules, lora.r,
                 lora.lora_alpha, lora.lora_dropout)
+    moe.log_moe_adapter(model, lora.target_parameters)
     trainable, total = model.get_nb_trainable_parameters()
     logger.info("trainable parameters: %s of %s (%.2f%%)", f"{trainable:,}", f"{total:,}", 100 * trainable / total)
     return model

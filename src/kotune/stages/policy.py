@@ -16,6 +16,7 @@ import logging
 
 from kotune.models.adapter_dirs import adapter_base
 from kotune.models.loading import load_base
+from kotune.models.moe import use_router_aux_loss
 from kotune.models.lora import attach_lora, prepare_for_adapters
 
 logger = logging.getLogger(__name__)
@@ -31,6 +32,7 @@ def load_policy(model_args, training_args, tokenizer, reference: bool, stage: st
     name = stage.upper()
     if base_path is None:
         model = load_base(path, model_args, training_args, tokenizer)
+        use_router_aux_loss(model)
         if model_args.use_peft:
             logger.info("%s: new LoRA adapter%s", name,
                         "; reference = the same model with the adapter disabled" if reference else "")
@@ -42,6 +44,7 @@ def load_policy(model_args, training_args, tokenizer, reference: bool, stage: st
         return model, _frozen_copy(model)
 
     model = load_base(base_path, model_args, training_args, tokenizer)
+    use_router_aux_loss(model)
     if model_args.use_peft:
         model = prepare_for_adapters(model, model_args, training_args)
         model = PeftModel.from_pretrained(model, path, is_trainable=True)

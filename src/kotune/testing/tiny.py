@@ -69,7 +69,8 @@ def tiny_model(arch: str, tokenizer, out_dir: str | Path, hidden: int = 64, laye
     """A random causal LM of a registered architecture (its spec's tiny config), saved with its tokenizer so it
     loads like a Hub base."""
     import torch
-    from transformers import AutoModelForCausalLM
+
+    from kotune.models.architectures import auto_class
 
     spec = get_spec(arch)
     if spec.tiny_config is None:
@@ -80,7 +81,7 @@ def tiny_model(arch: str, tokenizer, out_dir: str | Path, hidden: int = 64, laye
         eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id, pad_token_id=tokenizer.pad_token_id,
         tie_word_embeddings=False))
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(config)
+    model = auto_class(config).from_config(config)
     out = Path(out_dir)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
