@@ -24,16 +24,21 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 
 install: $(VENV)/.installed
 
-$(KOTUNE_GGUF_VOCAB)/.extracted: | $(VENV)/.installed
-	mkdir -p $(KOTUNE_GGUF_VOCAB)/sdist
+# .extracted-2: the reasoning bases' vocabularies (Qwen3.5, Gemma 4) and llama.cpp's real chat templates
+# (models/templates/*.jinja, into $(KOTUNE_GGUF_VOCAB)/templates) too; a cache from before re-extracts.
+$(KOTUNE_GGUF_VOCAB)/.extracted-2: | $(VENV)/.installed
+	mkdir -p $(KOTUNE_GGUF_VOCAB)/sdist $(KOTUNE_GGUF_VOCAB)/templates
 	$(PY) -m pip download -q --no-deps --no-binary :all: $(LLAMA_CPP_SDIST) -d $(KOTUNE_GGUF_VOCAB)/sdist
 	tar -xzf $(KOTUNE_GGUF_VOCAB)/sdist/llama_cpp_python-*.tar.gz -C $(KOTUNE_GGUF_VOCAB) --wildcards \
 		'*/vendor/llama.cpp/models/ggml-vocab-llama-bpe.gguf' '*/vendor/llama.cpp/models/ggml-vocab-qwen2.gguf' \
+		'*/vendor/llama.cpp/models/ggml-vocab-qwen35.gguf' '*/vendor/llama.cpp/models/ggml-vocab-gemma-4.gguf' \
 		--transform='s#.*/##'
+	tar -xzf $(KOTUNE_GGUF_VOCAB)/sdist/llama_cpp_python-*.tar.gz -C $(KOTUNE_GGUF_VOCAB)/templates --wildcards \
+		'*/vendor/llama.cpp/models/templates/*.jinja' --transform='s#.*/##'
 	rm -rf $(KOTUNE_GGUF_VOCAB)/sdist
 	touch $@
 
-vocab: $(KOTUNE_GGUF_VOCAB)/.extracted
+vocab: $(KOTUNE_GGUF_VOCAB)/.extracted-2
 
 # llama.cpp's GGUF converter, from the same sdist (kotune.export.llama_cpp_source keeps 2 MB of it per version).
 converter: | $(VENV)/.installed

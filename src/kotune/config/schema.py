@@ -80,6 +80,14 @@ class KotuneArguments:
         metadata={"help": "SFT on chat data: learn every assistant turn (all) or only the last one (last); earlier "
                           "turns are then context."},
     )
+    thinking: Literal["auto", "on", "off"] = field(
+        default="auto",
+        metadata={"help": "Reasoning bases: the chat template's thinking switch (enable_thinking, force_reasoning/"
+                          "skip_reasoning, reasoning_effort, ... found in the template). auto: in training a row with "
+                          "reasoning (reasoning_content or <think>) trains in thinking mode, one without in "
+                          "non-thinking mode; at inference the template's default. on/off: every row and prompt in "
+                          "that mode; off drops (and counts) the rows' reasoning."},
+    )
     max_prompt_length: int | None = field(
         default=None,
         metadata={"help": "DPO, ORPO, SimPO, KTO, reward model: drop (and count) rows whose prompt is longer than "

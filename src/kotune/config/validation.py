@@ -151,6 +151,8 @@ def check_config(raw: dict[str, Any], stage: str = "sft", check_paths: bool = Tr
         user["deepspeed"] = None
     if isinstance(user.get("resume_from_checkpoint"), bool):  # `true` = the last complete checkpoint in output_dir
         user["resume_from_checkpoint"] = "true" if user["resume_from_checkpoint"] else None
+    if isinstance(user.get("thinking"), bool):  # YAML 1.1 reads a bare `thinking: on` as true
+        user["thinking"] = "on" if user["thinking"] else "off"
     applied = {}
     for key, value in {**TRAINING_DEFAULTS, **dict(get_stage(stage).defaults)}.items():
         if key not in user and key in groups["training"]:

@@ -76,13 +76,15 @@ def paused_gc():
 
 def output_features(n_variants: int) -> Features:
     """The columns one pick becomes; epoch 0's ids are int32 as `Dataset.from_dict` stores `input_ids`. A dropped
-    pick has empty lists and its reason."""
+    pick has empty lists and its reason. A conversation split into one example per turn is several rows, `part`
+    0, 1, ...; `note` says what happened to its reasoning (`kotune.data.encode.encode_examples`)."""
     cols = {}
     for v in range(n_variants):
         suffix = f"_{v}" if v else ""
         cols[f"input_ids{suffix}"] = List(Value("int32"))
         cols[f"labels{suffix}"] = List(Value("int64"))
-    return Features({**cols, "reason": Value("string"), "truncated": Value("int8")})
+    return Features({**cols, "reason": Value("string"), "truncated": Value("int8"), "part": Value("int32"),
+                     "note": Value("string")})
 
 
 def _list_array(rows: list, dtype) -> pa.Array:
@@ -98,7 +100,7 @@ def _encode_chunk(job: tuple, start: int, end: int) -> pa.Table:
     drawn, picks, encode_source, n_variants, settings = job
     ids: list[list] = [[] for _ in range(n_variants)]
     labels: list[list] = [[] for _ in range(n_variants)]
-    reasons, cuts = [], []
+    reasons, cuts, parts, notes = [], [], [], []
     with paused_gc():
         i = start
         while i < end:
@@ -108,13 +110,16 @@ def _encode_chunk(job: tuple, start: int, end: int) -> pa.Table:
             rows = drawn[picks[i][0]][0]
             records = [rows.records[index] for _, index, _ in picks[i:j]]
             keys = [key for _, _, key in picks[i:j]]
-            for variants, reason, cut in encode_source(rows.to_messages, rows.templated, records, keys,
-                                                       n_variants=n_variants, **settings):
-                for v in range(n_variants):
-                    ids[v].append(variants[v][0] if variants else ())
-                    labels[v].append(variants[v][1] if variants else ())
-                reasons.append(reason)
-                cuts.append(cut)
+            for variants, reason, cut, note in encode_source(rows.to_messages, rows.templated, records, keys,
+                                                             n_variants=n_variants, **settings):
+                for part in range(len(variants[0]) if variants else 1):
+                    for v in range(n_variants):
+                        ids[v].append(variants[v][part][0] if variants else ())
+                        labels[v].append(variants[v][part][1] if variants else ())
+                    reasons.append(reason)
+                    cuts.append(cut)
+                    parts.append(part)
+                    notes.append(note)
             i = j
         columns = {}
         for v in range(n_variants):
@@ -123,6 +128,8 @@ def _encode_chunk(job: tuple, start: int, end: int) -> pa.Table:
             columns[f"labels{suffix}"] = _list_array(labels[v], np.int64)
         columns["reason"] = pa.array(reasons, pa.string())
         columns["truncated"] = pa.array(cuts, pa.int8())
+        columns["part"] = pa.array(parts, pa.int32())
+        columns["note"] = pa.array(notes, pa.string())
         return pa.table(columns)
 
 
@@ -144,9 +151,10 @@ def _read_spilled(path: str) -> pa.Table:
 
 
 def encode_picks(drawn, encode_source: Callable, n_variants: int, num_proc: int, **settings) -> Dataset:
-    """One row per pick, in draw order: `input_ids`/`labels` (epoch 0), `input_ids_k`/`labels_k` (epoch k), the
-    reason a pick was dropped (or None) and whether it was truncated. `encode_source(render, templated, records,
-    keys, n_variants=..., **settings)` yields (variants | None, reason | None, truncated) per pick."""
+    """One row per example, in draw order: `input_ids`/`labels` (epoch 0), `input_ids_k`/`labels_k` (epoch k), the
+    reason a pick was dropped (or None), whether it was truncated, its `part` (0 for a pick's first example) and
+    `note`. `encode_source(render, templated, records, keys, n_variants=..., **settings)` yields (variants | None,
+    reason | None, truncated, note) per pick, variants[epoch] being that pick's examples."""
     picks = [(s, p.index, p.key) for s, (_, source_picks) in enumerate(drawn) for p in source_picks]
     features = output_features(n_variants)
     if not picks:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import unicodedata
 
 from kotune.data.prompt_formats import join_instruction
+from kotune.data.thinking import REASONING, split_think
 from kotune.errors import KotuneError
 
 ROLES = ("system", "user", "assistant")
@@ -133,12 +134,36 @@ def _conversation(turns, role_key: str, text_key: str, roles: dict, valid: str) 
         if bad:
             return None, f"message {bad}"
         message = {"role": role, "content": content}
+        if role == "assistant":
+            reasoning, bad = _reasoning(m, content)
+            if bad:
+                return None, f"message {number}: {bad}"
+            if reasoning is not None:
+                message["content"], message[REASONING] = reasoning
         if role == "assistant" and m.get("weight") in (0, False):
             message["train"] = False  # shown as context, not learned (OpenAI's weight: 0)
         out.append(message)
     if not any(m["role"] == "assistant" for m in out):
         return None, "no assistant turn"
     return out, None
+
+
+def _reasoning(message: dict, content: str) -> tuple[tuple[str, str] | None, str | None]:
+    """((answer, reasoning) or None, reason-if-bad) of an assistant message: its `reasoning_content` (or
+    `reasoning`, as vLLM and Solar-Open name it), or a `<think>...</think>` block opening its content. The answer
+    must not be empty: the turn still has to end with one."""
+    given = message.get(REASONING, message.get("reasoning"))
+    if given is not None and not isinstance(given, str):
+        return None, "reasoning_content is not text"
+    thought, answer = split_think(content)
+    if given is not None and thought is not None:
+        return None, "reasoning given twice (reasoning_content and <think> in the content)"
+    reasoning = given if given is not None else thought
+    if reasoning is None or not reasoning.strip():
+        return ((answer, "") if thought is not None else None), (None if answer.strip() else "empty content")
+    if not answer.strip():
+        return None, "content has reasoning but no answer after it"
+    return (answer.strip() if thought is not None else answer, reasoning.strip("\n")), None
 
 
 def _turns(value, name: str) -> tuple[list[dict] | None, str | None]:

@@ -106,6 +106,12 @@ def format_report(report: dict) -> str:
         lines.append(f"{sid[-48:]:48s} {s['format']:22s} {s['available']:7d} {s['used']:7d}  {dropped}")
         if s.get("nfc_normalized"):  # decomposed Hangul (macOS) composed: the text trained on is NFC
             lines.append(f"{'':48s}   NFC-normalized: {s['nfc_normalized']} rows")
+        if s.get("split_rows"):  # a template that re-renders earlier turns: one example per assistant turn
+            lines.append(f"{'':48s}   split per turn: {s['split_rows']} conversations -> "
+                         f"{s['split_rows'] + s['split_examples']} examples (earlier turns as the template renders them)")
+        if s.get("reasoning_dropped"):  # never silently: thinking: off, or a template that never renders it
+            lines.append(f"{'':48s}   reasoning dropped: " + ", ".join(f"{k} {v} rows"
+                                                                     for k, v in s["reasoning_dropped"].items()))
         if s.get("answers"):  # the label mix a labelled KIT-19 task trains on
             lines.append(f"{'':48s}   answers: " + ", ".join(f"{k} {v}" for k, v in s["answers"].items()))
         if s.get("eval"):  # rows held out (or read) for evaluation, never trained on
