@@ -108,26 +108,80 @@ def test_padding_free_collator_matches_trls_batch():
             assert ours[key] == value, key
 
 
-@pytest.mark.parametrize("arch", ["qwen2", "gemma3_text", "exaone4", "gemma3"])
-def test_every_registered_family_packs_exactly(arch, tmp_path):
-    """Padding-free is the default for every registered family, so each one's attention must keep packed examples
-    apart: per-example losses equal the padded batch's (sdpa, use_cache off as kotune sets it)."""
-    from transformers import AutoModelForCausalLM
+def packing_families() -> list[str]:
+    """Every registered family with a tiny config whose packing is on by default, beyond the ARCHS tested above."""
+    from kotune.models.architectures import ARCHITECTURES
 
+    return [n for n, s in ARCHITECTURES.items() if s.tiny_config and not s.padded_because and n not in ARCHS]
+
+
+def padded_families() -> list[str]:
+    from kotune.models.architectures import ARCHITECTURES
+
+    return [n for n, s in ARCHITECTURES.items() if s.tiny_config and s.padded_because]
+
+
+def short_windows(model, window: int = 8) -> None:
+    """Sliding-window layers with an 8-token window, so the packed examples (20-60 tokens) cross it."""
+    for config in (model.config, getattr(model.config, "text_config", None)):
+        if config is not None and getattr(config, "sliding_window", None):
+            config.sliding_window = window
+
+
+def family_examples(arch, tmp_path, n: int = 4):
+    from kotune.models.architectures import auto_class
     from kotune.testing.tiny import tiny_base
 
-    base = tiny_base(arch, tmp_path / arch, init_std=0.2)
+    base = tiny_base(arch, tmp_path / arch, layers=4, init_std=0.2)  # 4 layers: local/linear and full kinds both
     tok = load_tokenizer(str(base))
     install_template(tok, "komt")
     ds, _ = build_sft_dataset(DatasetMixture(datasets=[DatasetSource(id=str(SAMPLE), format="instruction")], seed=0),
                               tok, max_length=256)
-    examples = [ds[i] for i in range(4)]
-    model = AutoModelForCausalLM.from_pretrained(base, attn_implementation="sdpa").eval()
+    from transformers import AutoConfig
+
+    model = auto_class(AutoConfig.from_pretrained(base)).from_pretrained(base, attn_implementation="sdpa").eval()
     model.config.use_cache = False
+    short_windows(model)
+    return tok, [ds[i] for i in range(n)], model
+
+
+@pytest.mark.parametrize("arch", packing_families())
+def test_every_registered_family_packs_exactly(arch, tmp_path):
+    """Padding-free is the default for these families, so each one's attention must keep packed examples apart:
+    per-example losses equal the padded batch's (sdpa, use_cache off as kotune sets it), sliding-window layers
+    included (an 8-token window inside 20-60-token examples), MoE routing included."""
+    tok, examples, model = family_examples(arch, tmp_path)
+    assert max(len(e["input_ids"]) for e in examples) > 16
     with torch.no_grad():
         padded = example_losses(model, collator(tok, "padded")(examples))
         flat = example_losses(model, collator(tok, "padding_free")(examples))
     torch.testing.assert_close(flat, padded, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("arch", padded_families())
+def test_a_family_that_cannot_pack_stays_padded_with_the_reason(arch, tmp_path, caplog):
+    """Packed rows that leak, so kotune keeps padded batches and logs why. Qwen3.5's gated-delta layers: without the
+    causal-conv1d and flash-linear-attention kernels transformers refuses a packed row with its example boundaries,
+    and with position_ids alone the recurrent state runs from one example into the next. A.X K2's indexer picks
+    keys from the whole packed row. Either way the later examples' losses differ from padded."""
+    from kotune.data.packing import default_packing
+    from kotune.models.architectures import get_spec
+
+    tok, examples, model = family_examples(arch, tmp_path, n=2)
+    with caplog.at_level("INFO", logger="kotune.data.packing"):
+        assert default_packing(model.config, trust_remote_code=False) is False
+    assert get_spec(arch).padded_because in caplog.text and "set packing: true" in caplog.text
+    packed = collator(tok, "padding_free")(examples)
+    with torch.no_grad():
+        padded = example_losses(model, collator(tok, "padded")(examples))
+        assert torch.isfinite(padded).all()
+        if arch.startswith("qwen3_5"):
+            with pytest.raises(ValueError, match="can't keep packed sequences apart"):
+                model(**{k: v for k, v in packed.items() if k != "labels"}, use_cache=False)
+        leaked = example_losses(model, packed)  # position_ids only: the fallback kernels run across the boundary
+    if arch.startswith("qwen3_5"):
+        assert torch.allclose(leaked[0], padded[0], atol=1e-5)  # the first example sees nothing before it
+    assert not torch.allclose(leaked[1:], padded[1:], atol=1e-3)
 
 
 def test_packing_default_follows_the_family(caplog):

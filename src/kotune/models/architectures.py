@@ -230,6 +230,8 @@ register(ArchitectureSpec(
 register(ArchitectureSpec(
     name="axk2", model_types=("axk2",), lora_targets=MLA_TARGETS + ("q_gate_proj",),  # SKT A.X K2
     tiny_config=tiny_configs.axk2, tiny_tokenizer="bpe",
+    padded_because="its indexer picks each query's keys from the whole packed row, so packed examples would see "
+                   "each other (tests/test_packing.py measures it)",
 ))
 register(ArchitectureSpec(
     name="solar_open", model_types=("solar_open",), lora_targets=LLAMA_STYLE_TARGETS,  # Upstage Solar-Open-100B
