@@ -211,3 +211,15 @@ def prompt_opens(prompt_text: str) -> bool:
     tail = prompt_text.rstrip()[-40:]  # the generation prompt's own end, not a system block's flag
     last_open = max(tail.rfind(o) for o in OPENERS)
     return last_open >= 0 and max(tail.rfind(c) for c in CLOSERS) < last_open
+
+
+def visible_answer(tokenizer, ids: list[int], opened: bool = False) -> str:
+    """The decoded answer a user sees and answer health scores: the reasoning block cut off (`final_answer`), special
+    tokens dropped. Without any reasoning it is exactly `decode(ids, skip_special_tokens=True).strip()`."""
+    raw = tokenizer.decode(ids, skip_special_tokens=False)
+    if not opened and not any(c in raw for c in CLOSERS) and not raw.lstrip().startswith(OPENERS):
+        return tokenizer.decode(ids, skip_special_tokens=True).strip()
+    text = final_answer(raw, opened)
+    for special in sorted(set(tokenizer.all_special_tokens), key=len, reverse=True):
+        text = text.replace(special, "")
+    return text.strip()

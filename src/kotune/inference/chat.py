@@ -29,6 +29,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--dtype", choices=DTYPES, default=None,
                         help="weights dtype (default: float32 on CPU, bfloat16 on GPU)")
     parser.add_argument("--no_stream", action="store_true", help="print each answer only when it is complete")
+    parser.add_argument("--thinking", choices=("auto", "on", "off"), default="auto",
+                        help="reasoning bases: the chat template's thinking switch (auto: the template's default); "
+                             "the answer shown is the final answer, the reasoning cut off")
     return parser.parse_args(argv)
 
 
@@ -48,13 +51,16 @@ def main(argv: list[str]) -> int:
     device = "cuda" if torch.cuda.is_available() else None
     dtype = getattr(torch, args.dtype) if args.dtype else (torch.bfloat16 if device else torch.float32)
     model, tokenizer = load_for_inference(args.run_dir, dtype=dtype, device=device)
+    from kotune.data.thinking import template_kwargs
+
+    template_kwargs(tokenizer.chat_template, args.thinking, args.run_dir)  # on/off without a switch: one error now
     if args.seed is not None:
         torch.manual_seed(args.seed)
 
     def reply(question: str) -> None:
         streamer = None if args.no_stream else stdout_streamer(tokenizer)
         text = answer(model, tokenizer, question, max_new_tokens=args.max_new_tokens, streamer=streamer,
-                      system=args.system, temperature=temperature, top_p=args.top_p)
+                      system=args.system, temperature=temperature, top_p=args.top_p, thinking=args.thinking)
         if streamer is None:
             print(text, flush=True)
 

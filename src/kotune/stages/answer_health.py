@@ -1,5 +1,6 @@
 """Korean answer health at eval: at each evaluation, answer a few eval prompts greedily and log how Korean the
-answers are and in which speech level. A model that drifts into English or Chinese (as Qwen bases often do) or
+answers are and in which speech level. A reasoning base's answer is scored after its thinking (the eval prompts
+carry the thinking switch training used; the reasoning block is cut off). A model that drifts into English or Chinese (as Qwen bases often do) or
 changes register shows it in the logs, TensorBoard and loss.png, long before a benchmark would.
 
 >>> hangul_share("서울입니다. Seoul!")
@@ -85,6 +86,7 @@ class AnswerHealth(TrainerCallback):
             return
         import torch
 
+        from kotune.data.thinking import prompt_opens, visible_answer
         from kotune.models.loading import stop_ids
 
         was_training = model.training
@@ -97,7 +99,8 @@ class AnswerHealth(TrainerCallback):
                 out = model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), do_sample=False,
                                      max_new_tokens=self.max_new_tokens, eos_token_id=stops, use_cache=True,
                                      pad_token_id=self.tokenizer.pad_token_id)
-                answers.append(self.tokenizer.decode(out[0, len(ids):], skip_special_tokens=True).strip())
+                opened = prompt_opens(self.tokenizer.decode(ids, skip_special_tokens=False))
+                answers.append(visible_answer(self.tokenizer, out[0, len(ids):].tolist(), opened))
         if was_training:
             model.train()
         metrics = health_metrics(answers)
