@@ -274,3 +274,37 @@ def test_chat_thinking_on_a_base_without_a_switch_is_one_line(tiny_bases, capsys
     assert exit_.value.code == 2
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("kotune: error")]
     assert len(err) == 1 and "has no thinking switch" in err[0] and "set thinking: auto" in err[0]
+
+
+def test_eval_sends_the_thinking_switch_with_each_chat_question(thinking_base, tmp_path):
+    """`kotune eval --apply_chat_template --thinking off` on a Qwen3.5-templated model: lm-eval gets the switch as
+    chat_template_args; without the chat template the flag is one clear error."""
+    from kotune.eval.run import evaluate_run
+
+    fixture = Path(__file__).parent / "fixtures" / "eval"
+    scores = evaluate_run(thinking_base, tasks="kobest_sentineg", limit=2, out_dir=tmp_path, data_dir=fixture,
+                          apply_chat_template=True, thinking="off")
+    assert "kobest_sentineg" in json.dumps(scores)
+    record = json.loads((tmp_path / "results.json").read_text())
+    assert record["model_args"]["chat_template_args"] == {"enable_thinking": False}
+    with pytest.raises(KotuneError, match="add --apply_chat_template"):
+        evaluate_run(thinking_base, tasks="kobest_sentineg", limit=2, out_dir=tmp_path, data_dir=fixture,
+                     thinking="on")
+
+
+@pytest.mark.parametrize("mode", ["on", "off"])
+def test_dpo_prompts_are_the_inference_prompt_of_the_chosen_mode(korean_tok, tmp_path, mode):
+    from kotune.config.schema import DatasetMixture, DatasetSource
+    from kotune.data.preference import build_preference_data
+
+    rows = tmp_path / "pairs.jsonl"
+    pair = {"prompt": "대한민국의 수도는 어디인가요?", "chosen": "서울입니다.", "rejected": "부산입니다."}
+    rows.write_text(json.dumps(pair, ensure_ascii=False) + "\n", encoding="utf-8")
+    tok = with_template(korean_tok, "qwen3.5")
+    train, _, _ = build_preference_data(DatasetMixture(seed=1, datasets=[DatasetSource(id=str(rows),
+                                                                                        format="preference")]),
+                                        tok, 256, None, thinking=mode)
+    prompt = tok.apply_chat_template([{"role": "user", "content": pair["prompt"]}], tokenize=False,
+                                     add_generation_prompt=True, enable_thinking=mode == "on")
+    assert train[0]["prompt_ids"] == tok(prompt, add_special_tokens=False)["input_ids"]
+    assert tok.decode(train[0]["chosen_ids"]).endswith("서울입니다.<|im_end|>\n")

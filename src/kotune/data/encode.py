@@ -185,11 +185,11 @@ def _segments(tokenizer, messages: list[dict], last_turn_only: bool = False, spe
 
 
 def encode_conversations(tokenizer, conversations: list[list[dict]], last_turn_only: bool = False,
-                         ) -> list[tuple[list[int], list[int]]]:
+                         thinking: str = "auto") -> list[tuple[list[int], list[int]]]:
     """(input_ids, labels) per conversation; only assistant turns (and their EOS) carry labels: every one, or with
     `last_turn_only` the last. A conversation the template splits per turn (see `_segments`) gives its last
     example. For several examples per conversation and the thinking switch, use `encode_examples`."""
-    return [examples[-1] for examples, _ in encode_examples(tokenizer, conversations, last_turn_only)]
+    return [examples[-1] for examples, _ in encode_examples(tokenizer, conversations, last_turn_only, thinking)]
 
 
 def encode_examples(tokenizer, conversations: list[list[dict]], last_turn_only: bool = False,

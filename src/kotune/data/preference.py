@@ -14,6 +14,7 @@ from datasets import Dataset
 from kotune.config.schema import DatasetMixture
 from kotune.data.encode import encode_conversations, fix_for, unplaced_turn
 from kotune.data.mixture import draw, drop, shuffled, source_report
+from kotune.data.thinking import template_kwargs
 from kotune.errors import KotuneError
 
 
@@ -25,15 +26,18 @@ def split_prompt(ids: list[int], labels: list[int]) -> tuple[list[int], list[int
 
 def build_preference_data(mixture: DatasetMixture, tokenizer, max_length: int | None,
                           max_prompt_length: int | None, strict: bool = False, eval_split_size: float | None = None,
-                          ) -> tuple[Dataset, Dataset | None, dict]:
+                          thinking: str = "auto") -> tuple[Dataset, Dataset | None, dict]:
     """(prompt_ids/chosen_ids/rejected_ids rows, the eval rows or None, report per source), drawn by the shared
-    mixture engine."""
+    mixture engine. `thinking`: the template's switch, as SFT sets it (`kotune.data.thinking`); the answers are
+    plain text, so under auto the prompts are non-thinking ones."""
+    template_kwargs(tokenizer.chat_template, thinking, tokenizer.name_or_path)  # on/off without a switch: refused
     for src in mixture.datasets:
         if src.format != "preference":
             raise KotuneError(f"dataset '{src.id}': preference training needs format: preference "
                               f"({{prompt, chosen, rejected}}), not '{src.format}'")
     return assemble(mixture, strict, eval_split_size, "preference dataset",
-                    lambda drawn, report: encode_pairs(drawn, tokenizer, max_length, max_prompt_length, strict, report))
+                    lambda drawn, report: encode_pairs(drawn, tokenizer, max_length, max_prompt_length, strict, report,
+                                                       thinking))
 
 
 def assemble(mixture: DatasetMixture, strict: bool, eval_split_size: float | None, what: str, encode,
@@ -72,7 +76,8 @@ def placeable(rows, picks: list, convs: list, tokenizer, strict: bool, per_pick:
     return kept_picks, kept_convs
 
 
-def encode_pairs(drawn, tokenizer, max_length, max_prompt_length, strict, report: dict) -> dict[str, list]:
+def encode_pairs(drawn, tokenizer, max_length, max_prompt_length, strict, report: dict, thinking: str = "auto",
+                 ) -> dict[str, list]:
     """Prompt, chosen and rejected ids of each pick (prompt and answers tokenized apart, as SFT does)."""
     columns: dict[str, list] = {"prompt_ids": [], "chosen_ids": [], "rejected_ids": []}
     for rows, picks in drawn:
@@ -82,7 +87,7 @@ def encode_pairs(drawn, tokenizer, max_length, max_prompt_length, strict, report
             convs.append(rec["prompt"] + [{"role": "assistant", "content": rec["chosen"]}])
             convs.append(rec["prompt"] + [{"role": "assistant", "content": rec["rejected"]}])
         picks, convs = placeable(rows, picks, convs, tokenizer, strict, per_pick=2)
-        encoded = encode_conversations(tokenizer, convs)
+        encoded = encode_conversations(tokenizer, convs, thinking=thinking)
         used = 0
         for k, pick in enumerate(picks):
             prompt, chosen = split_prompt(*encoded[2 * k])

@@ -54,7 +54,7 @@ def evaluate_run(run_dir: str | Path, tasks: str | list[str] | None = None, num_
                  limit: float | None = None, out_dir: str | Path | None = None, data_dir: str | Path | None = None,
                  baseline: str | Path | None = None, base: str | None = None, batch_size: int | str = 8,
                  device: str | None = None, dtype: str = "auto", apply_chat_template: bool = False,
-                 gen_kwargs: str | None = None) -> dict:
+                 gen_kwargs: str | None = None, thinking: str = "auto") -> dict:
     """Evaluate a run dir; write results.json, results.md (and baseline.json); return {task: {acc, macro_f1}}
     for KIT-19 tasks and {row: {metric: value}} for every row of an lm-eval suite (e.g. kmmlu, kmmlu_stem, ...).
 
@@ -64,6 +64,8 @@ def evaluate_run(run_dir: str | Path, tasks: str | list[str] | None = None, num_
     or `base` (the adapter's base model); its scores become the tables' first column. base: where the adapter's
     base lives, if not where it was trained. limit: rows per task (an int) or a share of them (< 1), for quick
     checks only. gen_kwargs: lm-eval's, for generation tasks (HRM8K, KorMedMCQA), e.g. "max_gen_toks=256".
+    thinking (auto | on | off): a reasoning base's chat-template switch, sent with every chat-templated question
+    (lm-eval's chat_template_args); auto sends the template's default.
     """
     import torch
 
@@ -76,6 +78,8 @@ def evaluate_run(run_dir: str | Path, tasks: str | list[str] | None = None, num_
             if not _has_chat_template(args["tokenizer"]):
                 raise KotuneError(f"--apply_chat_template: the tokenizer in {args['tokenizer']} has no chat template "
                                   "(train with kotune, which saves one, or drop the flag)")
+    if thinking != "auto":
+        _set_thinking(model_args, thinking, apply_chat_template)
     out = Path(out_dir) if out_dir else Path(run_dir) / "eval"
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     settings = dict(limit=limit, dtype=dtype, device=device, batch_size=batch_size,
@@ -152,6 +156,19 @@ def shot_counts(num_fewshot) -> list[int]:
     if len(set(shots)) != len(shots):
         raise KotuneError(f"num_fewshot lists a count twice: {num_fewshot}")
     return shots
+
+
+def _set_thinking(model_args: dict, thinking: str, apply_chat_template: bool) -> None:
+    """The switch's kwargs as lm-eval's chat_template_args, or one error: thinking needs the chat template, and a
+    template that has a switch."""
+    from transformers import AutoTokenizer
+
+    from kotune.data.thinking import template_kwargs
+
+    if not apply_chat_template:
+        raise KotuneError(f"--thinking {thinking} acts through the chat template: add --apply_chat_template")
+    tokenizer = AutoTokenizer.from_pretrained(model_args["tokenizer"])
+    model_args["chat_template_args"] = template_kwargs(tokenizer.chat_template, thinking, model_args["tokenizer"])
 
 
 def _has_chat_template(tokenizer_dir: str) -> bool:
@@ -278,6 +295,9 @@ def main(argv: list[str]) -> int:
                              "(HRM8K's own is 2048 tokens per question)")
     parser.add_argument("--apply_chat_template", action="store_true",
                         help="wrap each question in the model's chat template (default: plain prompts, as KIT-19)")
+    parser.add_argument("--thinking", choices=("auto", "on", "off"), default="auto",
+                        help="reasoning bases, with --apply_chat_template: the template's thinking switch "
+                             "(auto: the template's default)")
     args = parser.parse_args(argv)
 
     from kotune.logs import setup_logging
@@ -287,7 +307,7 @@ def main(argv: list[str]) -> int:
     evaluate_run(args.run_dir, args.tasks, num_fewshot=args.num_fewshot, limit=args.limit, out_dir=args.out,
                  data_dir=args.data_dir, baseline=args.baseline, base=args.base, batch_size=batch,
                  device=args.device, dtype=args.dtype, apply_chat_template=args.apply_chat_template,
-                 gen_kwargs=args.gen_kwargs)
+                 gen_kwargs=args.gen_kwargs, thinking=args.thinking)
     out = Path(args.out) if args.out else Path(args.run_dir) / "eval"
     print((out / "results.md").read_text(), end="")
     return 0
