@@ -74,3 +74,55 @@ def test_shipped_base_configs_load(folder):
     assert spec_for(config.model_type) is not GENERIC and config.get_text_config().vocab_size > 0
     assert folder.name in {offline_config_dir(h) for s in __import__("kotune.models.architectures", fromlist=["x"])
                            .ARCHITECTURES.values() for h in s.offline_configs}  # the registry points at it
+
+
+# Mixture-of-Experts: total and active parameters from the offline configs, checked against each model card's
+# published figures (Qwen3-30B-A3B: 30.5 B / 3.3 B; K-EXAONE: 236 B / 23 B; Solar-Open-100B: 102.6 B / 12 B).
+@pytest.mark.parametrize("hub_id,total_b,active_b", [
+    ("Qwen/Qwen3-30B-A3B", 30.5, 3.3),
+    ("LGAI-EXAONE/K-EXAONE-236B-A23B", 236.0, 23.0),
+    ("upstage/Solar-Open-100B", 102.6, 12.0),
+])
+def test_moe_total_and_active_parameters_match_the_model_cards(hub_id, total_b, active_b):
+    from types import SimpleNamespace
+
+    config = model_config(hub_id, REPO)
+    counts = count_parameters(config, SimpleNamespace(use_peft=False))
+    assert counts.total / 1e9 == pytest.approx(total_b, rel=0.01)
+    assert counts.active / 1e9 == pytest.approx(active_b, rel=0.04)
+    chosen, routed = counts.experts_per_token
+    assert chosen == config.num_experts_per_tok and routed in (128,)
+
+
+@pytest.mark.parametrize("target_parameters", [None, "experts"])
+def test_moe_lora_trainable_and_active_match_a_real_tiny_model(target_parameters, tmp_path):
+    from kotune.models import moe
+    from kotune.models.loading import load_model, load_tokenizer
+    from kotune.testing.tiny import tiny_base
+
+    base = tiny_base("qwen3_moe", tmp_path / "moe", hidden=32, layers=2, seed=0)
+    extra = {"lora_target_parameters": target_parameters} if target_parameters else {}
+    cfg = build_config(base_config(base, tmp_path / "o", **extra))
+    counts = count_parameters(model_config(str(base), REPO), cfg.model)
+    model = load_model(cfg.model, cfg.training, load_tokenizer(str(base)))
+    assert counts.trainable == sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert counts.total == sum(p.numel() for n, p in model.named_parameters() if "lora_" not in n)
+    fused = [p for n, p in model.named_parameters() if "lora_" not in n and p.dim() == 3 and ".experts." in n]
+    assert fused and counts.routed_experts == sum(p.numel() for p in fused)
+    chosen = model.config.num_experts_per_tok
+    unchosen = sum(p.numel() * (p.shape[0] - chosen) // p.shape[0] for p in fused)
+    assert counts.active == counts.total - unchosen
+    assert not any("lora_" in n for n in [n for n, _ in model.named_parameters()]
+                   if any(f"{r}." in n for r in moe.router_names(model)))
+
+
+def test_qlora_plan_on_moe_prints_active_parameters_and_16bit_experts(capsys):
+    from kotune.tools.plan import run_plan
+
+    run_plan(["configs/sft/qwen3-30b-a3b-qlora.yaml"], gpus=1)
+    out = capsys.readouterr().out
+    assert "30.53 B total" in out and "3.35 B active per token (8 of 128 routed experts" in out
+    # 28.99 B fused expert parameters at bf16: bitsandbytes leaves them unquantized
+    assert "QLoRA keeps 58.0 GB of expert weights in 16-bit" in out
+    weights = float(next(line for line in out.splitlines() if line.strip().startswith("weights")).split()[1])
+    assert weights > 58.0e9 / 2**30  # the experts alone, so the weights term is at least that

@@ -47,30 +47,63 @@ class Counts:
     linear_quantizable: int  # parameters in Linear layers bitsandbytes would quantize
     trainable: int
     largest_layer: int
+    routed_experts: int = 0  # fused 3-D routed-expert weights (MoE): not nn.Linear, so bitsandbytes leaves them 16-bit
+    active: int = 0  # parameters one token goes through: all but the routed experts the router did not pick
+    experts_per_token: tuple[int, int] | None = None  # (chosen, routed) experts per MoE layer
 
 
-def count_parameters(config, model_args) -> Counts:
+def routed_expert_weights(model) -> list:
+    """The fused routed-expert weights: 3-D parameters (experts × out × in) inside an `experts` module."""
+    return [p for name, p in model.named_parameters() if p.dim() == 3 and ".experts." in f".{name}"]
+
+
+def lora_parameter_count(model, model_args) -> int:
+    """LoRA's trainable parameters where PEFT puts them: r × (in + out) on every targeted nn.Linear (a target string
+    is a regex fullmatched over the module path, a list names leaves, as PEFT reads them), plus, for
+    `lora_target_parameters`, r × experts × (in + out) on each fused expert weight it names."""
     import torch
-    from transformers import AutoModelForCausalLM
 
+    from kotune.models import moe
 
-    with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(config)
-    total = sum(p.numel() for p in model.parameters())
+    targets = spec_for(model.config.model_type).targets(model_args.lora_target_modules)
     out_emb = model.get_output_embeddings()
     linear = [(n, m) for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and m is not out_emb]
-    quantizable = sum(m.weight.numel() for _, m in linear)
-    largest = max(p.numel() for p in model.parameters())
-    if not model_args.use_peft:
-        return Counts(total, quantizable, total, largest)
-    targets = spec_for(config.model_type).targets(model_args.lora_target_modules)
     r = model_args.lora_r
     trainable = 0
     for name, m in linear:
         leaf = name.rsplit(".", 1)[-1]
         if targets == "all-linear" or (re.fullmatch(targets, name) if isinstance(targets, str) else leaf in targets):
             trainable += r * (m.in_features + m.out_features)
-    return Counts(total, quantizable, trainable, largest)
+    wanted = moe.expert_target_parameters(model, getattr(model_args, "lora_target_parameters", None)) or []
+    for name, p in model.named_parameters():
+        if p.dim() == 3 and any(name == w or name.endswith(f".{w}") for w in wanted):
+            trainable += r * p.shape[0] * (p.shape[1] + p.shape[2])
+    return trainable
+
+
+def count_parameters(config, model_args) -> Counts:
+    """Parameter counts from the config alone: the model is built on the meta device with the class that loads its
+    checkpoint (an image-text class for EXAONE 4.5, Qwen3.5, Gemma 3/4), so no weight is read."""
+    import torch
+
+    from kotune.models.architectures import auto_class
+
+    with torch.device("meta"):
+        model = auto_class(config).from_config(config)
+    total = sum(p.numel() for p in model.parameters())
+    out_emb = model.get_output_embeddings()
+    quantizable = sum(m.weight.numel() for m in model.modules()
+                      if isinstance(m, torch.nn.Linear) and m is not out_emb)
+    largest = max(p.numel() for p in model.parameters())
+    fused = routed_expert_weights(model)
+    routed = sum(p.numel() for p in fused)
+    active, per_token = total, None
+    if fused:
+        chosen = config.get_text_config().num_experts_per_tok
+        active = total - sum(p.numel() * (1 - chosen / p.shape[0]) for p in fused)
+        per_token = (chosen, fused[0].shape[0])
+    trainable = lora_parameter_count(model, model_args) if model_args.use_peft else total
+    return Counts(total, quantizable, trainable, largest, routed, int(active), per_token)
 
 
 PROMPT_TOKENS = 512  # GRPO's prompt length when planning (its config caps only the completion)
@@ -104,6 +137,8 @@ def estimate(cfg, counts: Counts, config, gpus: int, deepspeed=None, reference_c
         weights = counts.linear_quantizable * 1.0 + other * weight_dtype
     else:
         weights = counts.total * weight_dtype
+    # bitsandbytes quantizes nn.Linear only: MoE's fused 3-D expert weights stay in the 16-bit (or fp32) dtype
+    experts_16bit = counts.routed_experts * weight_dtype if (m.load_in_4bit or m.load_in_8bit) else 0
     trainable = counts.trainable
     grads = trainable * (4 if not m.use_peft else dtype_bytes)
     optimizer = trainable * 8  # AdamW: two fp32 moments
@@ -143,6 +178,8 @@ def estimate(cfg, counts: Counts, config, gpus: int, deepspeed=None, reference_c
         weights *= 2
     per_gpu = weights + grads + optimizer + master + activations + logits + CONTEXT_OVERHEAD
     return {"weights": weights, "gradients": grads, "optimizer": optimizer + master, "activations": activations,
-            "logits": logits, "overhead": CONTEXT_OVERHEAD, "per_gpu": per_gpu, "host": host, "zero_stage": stage,
+            "logits": logits, "overhead": CONTEXT_OVERHEAD,
+            "experts_16bit": experts_16bit / gpus if stage == 3 else experts_16bit,
+            "per_gpu": per_gpu, "host": host, "zero_stage": stage,
             "tokens_per_step": t.per_device_train_batch_size * t.gradient_accumulation_steps * gpus
             * sequence_length(t)}

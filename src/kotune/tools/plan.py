@@ -50,6 +50,21 @@ def deepspeed_cross_check(counts: Counts, gpus: int, stage: int | None) -> str |
     return buf.getvalue().strip()
 
 
+def moe_lines(counts: Counts, est: dict) -> list[str]:
+    """For a Mixture-of-Experts base: active parameters per token, and the expert weights that 4/8-bit loading
+    leaves in 16-bit (bitsandbytes quantizes nn.Linear only; the fused 3-D routed experts are parameters)."""
+    if not counts.experts_per_token:
+        return []
+    chosen, routed = counts.experts_per_token
+    lines = [f"MoE: {counts.active / 1e9:.2f} B active per token ({chosen} of {routed} routed experts; "
+             f"routed experts hold {counts.routed_experts / 1e9:.2f} B)"]
+    if est.get("experts_16bit"):
+        bits = round(8 * est["experts_16bit"] / counts.routed_experts)
+        lines.append(f"QLoRA keeps {est['experts_16bit'] / 1e9:.1f} GB of expert weights in {bits}-bit "
+                     "(bitsandbytes quantizes nn.Linear only, not fused 3-D experts): counted in weights")
+    return lines
+
+
 USAGE = ("usage: kotune plan CONFIG.yaml [--gpus N] [--gpu-mem 80GiB] [--stage NAME] [--key=value ...]\n\n"
          "Estimates parameters, tokens per step and memory per GPU from the model config alone (no weights) and says "
          "whether the run fits. Exit code 1 when it does not. --stage (sft, dpo, ...) defaults to the first stage "
@@ -102,6 +117,7 @@ def run_plan(argv: list[str], gpus: int = 1, gpu_mem: str | None = None, stage: 
         + (f", ZeRO-{est['zero_stage']}" if est["zero_stage"] else "") + f", {gpus} GPU(s)",
         f"parameters: {counts.total / 1e9:.2f} B total, {counts.trainable / 1e6:.1f} M trainable "
         f"({100 * counts.trainable / counts.total:.2f}%)",
+        *moe_lines(counts, est),
         f"tokens per optimizer step: {est['tokens_per_step']:,} (at most; batch × accumulation × GPUs × max_length)",
         "memory per GPU (estimate):",
     ]
