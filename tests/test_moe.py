@@ -129,3 +129,14 @@ def test_router_aux_loss_uses_the_models_coefficient(moe_bases, tmp_path, caplog
     out = model(ids, labels=ids)
     lm_only = torch.nn.functional.cross_entropy(out.logits[0, :-1], ids[0, 1:])
     torch.testing.assert_close(out.loss, lm_only + 0.001 * out.aux_loss)
+
+
+def test_qlora_says_the_fused_experts_stay_16_bit(moe_bases, tmp_path, caplog):
+    """bitsandbytes quantizes linear layers only: under QLoRA the fused routed experts keep their dtype, and the log
+    says how many parameters that is; training still runs with the router untouched."""
+    with caplog.at_level("INFO"):
+        out = moe_run(moe_bases["solar_open"], tmp_path, load_in_4bit=True)
+    assert "QLoRA on MoE: the fused routed experts stay in float32" in caplog.text
+    assert "bitsandbytes quantizes only the linear layers" in caplog.text
+    routers = router_paths(moe_bases["solar_open"])
+    assert not [k for k in load_file(out / "adapter_model.safetensors") if any(f"{r}." in k for r in routers)]

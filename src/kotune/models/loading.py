@@ -133,6 +133,8 @@ def load_base(path: str, model_args, training_args, tokenizer, deepspeed_stage: 
     except (OSError, ValueError) as err:
         raise hub_error(path, err) from None
 
+    if quant is not None:
+        moe.log_unquantized_experts(model)
     if not torch.cuda.is_available() and model_args.load_in_4bit:
         n = disable_cpu_bf16_repack(model)
         if n:

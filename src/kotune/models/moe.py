@@ -134,3 +134,18 @@ def keep_native_targets() -> None:
 
     convert.kotune_native = True
     conversion.convert_peft_config_for_transformers = convert
+
+
+def log_unquantized_experts(model) -> None:
+    """bitsandbytes quantizes `nn.Linear` layers only: on an MoE base the fused routed experts (most of its
+    weights) stay in 16-bit under QLoRA. Say how many, so the memory is no surprise."""
+    fused = dict(model.named_parameters())
+    names = routed_expert_parameters(model)
+    if not names:
+        return
+    count = sum(fused[n].numel() for n in names)
+    total = sum(p.numel() for p in model.parameters())
+    dtype = str(fused[names[0]].dtype).replace("torch.", "")
+    logger.info("QLoRA on MoE: the fused routed experts stay in %s (%s parameters, %.0f%% of the model, %.2f GiB); "
+                "bitsandbytes quantizes only the linear layers", dtype, f"{count:,}", 100 * count / max(total, 1),
+                count * fused[names[0]].element_size() / 1024**3)
