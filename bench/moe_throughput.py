@@ -108,15 +108,15 @@ def main() -> None:
     table = "\n".join(lines)
     print(table + "\n\n" + note)
     if args.write:
-        write_section(table, note)
+        write_section(table, note, f"--steps {args.steps} --repeats {args.repeats} --write")
 
 
-def write_section(table: str, note: str) -> None:
+def write_section(table: str, note: str, flags: str) -> None:
     path = ROOT / "bench" / "RESULTS.md"
     text = path.read_text(encoding="utf-8")
     start, end = "<!-- moe_throughput:start -->", "<!-- moe_throughput:end -->"
     load = os.getloadavg()[0]
-    section = (f"{start}\n## moe_throughput\n\nReproduce: `HF_HUB_OFFLINE=1 .venv/bin/python bench/moe_throughput.py` "
+    section = (f"{start}\n## moe_throughput\n\nReproduce: `HF_HUB_OFFLINE=1 .venv/bin/python bench/moe_throughput.py {flags}` "
                f"({os.cpu_count()} cores, {platform.machine()}, {date.today()}, load average {load:.1f} when "
                f"written)\n\n{table}\n\n{note}\n{end}")
     if start in text:
