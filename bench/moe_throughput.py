@@ -116,7 +116,8 @@ def write_section(table: str, note: str, flags: str) -> None:
     text = path.read_text(encoding="utf-8")
     start, end = "<!-- moe_throughput:start -->", "<!-- moe_throughput:end -->"
     load = os.getloadavg()[0]
-    section = (f"{start}\n## moe_throughput\n\nReproduce: `HF_HUB_OFFLINE=1 .venv/bin/python bench/moe_throughput.py {flags}` "
+    command = f"HF_HUB_OFFLINE=1 .venv/bin/python bench/moe_throughput.py {flags}"
+    section = (f"{start}\n## moe_throughput\n\nReproduce: `{command}` "
                f"({os.cpu_count()} cores, {platform.machine()}, {date.today()}, load average {load:.1f} when "
                f"written)\n\n{table}\n\n{note}\n{end}")
     if start in text:
