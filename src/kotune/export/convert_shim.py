@@ -41,6 +41,9 @@ KNOWN_SPLITS = {
         "qwen2",
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+":
         "llama-bpe",
+    # Qwen3.5's split (letters with their combining marks), which transformers' Qwen3_5Tokenizer writes
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?[\p{L}\p{M}]+|\p{N}| ?[^\s\p{L}\p{M}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+":
+        "qwen35",
 }
 
 
@@ -77,6 +80,11 @@ def space_after_special(model_dir: Path) -> bool | None:
 
 def patch(pre_tokenizer: str | None) -> None:
     from conversion import base
+
+    # transformers drops a checkpoint's multi-token-prediction / NextN draft layers on load (Qwen3.5's `mtp.*`,
+    # DeepSeek-V3's extra layer), so kotune's outputs never hold them: convert without them, as `--no-mtp` does
+    # (Qwen3.5's converter otherwise stops on an assertion when the config names none)
+    base.ModelBase.no_mtp = True
 
     prepare = base.TextModel.prepare_metadata
 

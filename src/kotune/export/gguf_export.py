@@ -53,17 +53,20 @@ def export_gguf(run_dir: str | Path, quant: str = "f16", out: str | Path | None 
     out = Path(out) if out else run.with_name(f"{run.name}-gguf")
     if run.is_dir():  # before anything heavy loads: an --out that would destroy an input or someone's files
         check_out(out, input_dirs(run), overwrite, INFO_FILE, "kotune export")
+    from kotune.export.gguf_support import check_convertible
     from kotune.export.llama_cpp_source import converter_dir, installed_version
     from kotune.export.modelfile import modelfile
-    from kotune.inference.loading import load_run_tokenizer, run_kind
+    from kotune.inference.loading import adapter_chain, load_run_tokenizer, run_kind
     from kotune.records import package_versions, write_json
 
     kind = run_kind(run)
     if quant in LLAMA_QUANTS and installed_version() is None:
         raise KotuneError(f"--quant {quant} is made by llama.cpp's quantizer: `pip install -e .[gguf]` "
                           "(builds llama-cpp-python, several minutes), or use --quant f16/q8_0")
-    tokenizer = load_run_tokenizer(run)
     converter = converter_dir()
+    # an architecture the converter lacks stops here, before the merge and before OUT exists
+    check_convertible(adapter_chain(run)[0] if kind == "adapter" else run, converter)
+    tokenizer = load_run_tokenizer(run)
     with staged_dir(out) as tmp:
         model_dir = merge(run, tmp / "merged") if kind == "adapter" else run
         written = quant if quant in CONVERTER_TYPES else "f16"
