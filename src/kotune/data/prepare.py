@@ -18,7 +18,7 @@ def prepare_sft_data(cfg, tokenizer, loaded=None):
     args, kot = cfg.training, cfg.kotune
     settings = {
         "max_length": args.max_length, "overlong": kot.overlong, "strict": kot.strict,
-        "train_on_turns": kot.train_on_turns, "eval_split_size": kot.eval_split_size,
+        "train_on_turns": kot.train_on_turns, "eval_split_size": kot.eval_split_size, "thinking": kot.thinking,
         "epochs": [args.num_train_epochs, args.max_steps, args.per_device_train_batch_size,
                    args.gradient_accumulation_steps, args.world_size],
     }
@@ -28,7 +28,8 @@ def prepare_sft_data(cfg, tokenizer, loaded=None):
             return build_sft_data(kot.dataset_mixture, tokenizer, args.max_length, overlong=kot.overlong,
                                   strict=kot.strict, variants_for=lambda n: epochs_needed(n, args),
                                   last_turn_only=kot.train_on_turns == "last", eval_split_size=kot.eval_split_size,
-                                  num_proc=getattr(args, "dataset_num_proc", None), loaded=loaded)
+                                  num_proc=getattr(args, "dataset_num_proc", None), loaded=loaded,
+                                  thinking=kot.thinking)
 
     with args.main_process_first(desc="preparing data"):
         return cached_build(build, kot.dataset_mixture, tokenizer, settings, enabled=kot.data_cache)

@@ -66,7 +66,8 @@ def lm_eval_model(model_args: dict[str, str], dtype: str, device: str, batch_siz
 
     torch_dtype = saved_dtype(model_args["pretrained"]) if dtype == "auto" else DTYPES[dtype]
     model, tokenizer = load_for_inference(model_args["peft"], torch_dtype, device, base=model_args["pretrained"])
-    return HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
+    return HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size,
+                chat_template_args=model_args.get("chat_template_args"))  # the thinking switch (eval --thinking)
 
 
 # --- running lm-eval -----------------------------------------------------------------------------------------

@@ -102,7 +102,7 @@ def pairs(cfg, tokenizer):
 
     kot = cfg.kotune
     return build_preference_data(kot.dataset_mixture, tokenizer, cfg.training.max_length, kot.max_prompt_length,
-                                 kot.strict, kot.eval_split_size)
+                                 kot.strict, kot.eval_split_size, thinking=kot.thinking)
 
 
 def policy_only(cfg, tokenizer) -> dict:
