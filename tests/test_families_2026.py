@@ -41,7 +41,14 @@ FAMILIES = {
                     end="<turn|>", words=[])),
     "exaone_moe": ("exaone-4.0.jinja", FIXTURES, EXAONE),  # K-EXAONE keeps EXAONE 4's turn format
     "exaone4_5": ("exaone-4.0.jinja", FIXTURES, EXAONE),
+    # No public copy of HyperCLOVA X SEED Think's or A.X K1/K2's template was reachable offline: BUILT ChatML turns
+    # (what these families' model cards show), so these check training and stopping, not the real template's bytes.
+    "hyperclovax": ("built", None, QWEN),
+    "axk1": ("built", None, QWEN),
+    "axk2": ("built", None, QWEN),
 }
+BUILT = ("{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>' + '\\n' }}"
+         "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
 
 
 # The default suite runs one family per test (the rest are `-m slow`: `make test-slow`).
@@ -54,6 +61,8 @@ def each_family(default: str) -> list:
 
 def template_of(family: str) -> str:
     name, folder, _ = FAMILIES[family]
+    if name == "built":
+        return BUILT
     path = folder / name
     if not path.is_file():
         pytest.skip(f"{path} is missing: run `make vocab`")
