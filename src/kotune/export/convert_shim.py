@@ -24,11 +24,23 @@ logger = logging.getLogger("kotune.export")
 
 # transformers-5 `rope_parameters` key -> the legacy top-level key llama.cpp's converter reads, per model_type.
 LEGACY_ROPE_KEYS = {"gpt_neox": {"partial_rotary_factor": "rotary_pct", "rope_theta": "rotary_emb_base"}}
+# What transformers' modeling code fixes but the config does not say, spelled as the converter reads it, per
+# model_type. K-EXAONE's router is always a sigmoid (ExaoneMoeTopkRouter); without the key the converter writes no
+# expert_gating_func and llama.cpp refuses to load the file.
+IMPLIED_HPARAMS = {"exaone_moe": {"scoring_func": "sigmoid"}}
+# Rotary settings transformers defaults differently from the converter: Solar-Open rotates the whole head
+# (SolarOpenRotaryEmbedding, factor 1.0) where the converter's GLM-4-MoE class assumes half.
+IMPLIED_ROPE = {"solar_open": {"partial_rotary_factor": 1.0}}
 
 
 def legacy_hparams(hparams: dict) -> dict:
-    """Add the pre-transformers-5 keys the converter reads, taken from `rope_parameters`; nothing is overwritten."""
+    """Add the keys the converter reads that a transformers-5 config lacks: the pre-5 rotary keys, taken from
+    `rope_parameters`, and what the modeling code implies; nothing is overwritten."""
+    for key, value in IMPLIED_HPARAMS.get(hparams.get("model_type"), {}).items():
+        hparams.setdefault(key, value)
     rope = hparams.get("rope_parameters") or {}
+    if implied := IMPLIED_ROPE.get(hparams.get("model_type")):
+        hparams["rope_parameters"] = rope = {**implied, **rope}
     for new, old in LEGACY_ROPE_KEYS.get(hparams.get("model_type"), {}).items():
         if old not in hparams and new in rope:
             hparams[old] = rope[new]

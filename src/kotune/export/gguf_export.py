@@ -92,12 +92,17 @@ def export_gguf(run_dir: str | Path, quant: str = "f16", out: str | Path | None 
 def known_gaps(model_dir: Path) -> list[str]:
     """Where this llama.cpp is known to compute the model differently from transformers (measured in the tests)."""
     config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    config = config.get("text_config") or config  # an image-text model (EXAONE 4.5) is converted as its text model
     gaps = []
     types = set(config.get("layer_types") or [])
     if config.get("model_type") == "exaone4" and {"sliding_attention", "full_attention"} <= types:
         gaps.append("EXAONE 4.0 hybrid attention: llama.cpp's global (no-RoPE) layers differ from transformers'; "
                     "logits differ from the 2nd token on (up to ~1.2 on a random tiny model), greedy answers of "
                     "trained tiny models still matched. Compare answers before serving.")
+    if config.get("model_type") == "deepseek_v3":
+        gaps.append("DeepSeek-V3 MLA (Kanana-2): llama.cpp's logits differ from transformers' by up to ~0.7 on a random "
+                    "tiny model (cause not yet found); greedy answers of trained tiny models matched. Compare answers "
+                    "before serving.")
     for gap in gaps:
         logger.warning("GGUF: %s", gap)
     return gaps
