@@ -176,7 +176,7 @@ def test_trained_family_exports_and_llama_cpp_answers_like_transformers(family, 
         pytest.skip("llama-cpp-python is not installed (`make install-gguf`): file written and read back only")
     if family == "gemma4":  # open: the tokenizer rebuilt from the vocab GGUF leaves <|turn> unmarked as special
         pytest.skip("gemma4: file written, loads and answers in export; llama.cpp splits <|turn> (id 105) of the "
-                    "rebuilt tokenizer, so ids differ from transformers' (open, see the module docstring)")
+                    "rebuilt tokenizer, so ids differ from transformers' (open)")
     model, _ = load_for_inference(path.parent / "merged")  # an image-text family loads with its own class
     llm = llama_cpp.Llama(model_path=str(path), n_ctx=256, verbose=False, logits_all=True)
     try:
