@@ -210,22 +210,19 @@ register(ArchitectureSpec(
 register(ArchitectureSpec(
     # EXAONE 4.5 is image-text: LoRA on its EXAONE 4 language model only; the vision encoder stays frozen.
     name="exaone4_5", model_types=("exaone4_5",), lora_targets=language_model_only(LLAMA_STYLE_TARGETS),
-    offline_configs={"LGAI-EXAONE/EXAONE-4.5-33B": "exaone-4.5-33b"},
     tiny_config=tiny_configs.exaone4_5, tiny_tokenizer="bpe",
 ))
 register(ArchitectureSpec(
     name="hyperclovax", model_types=("hyperclovax",), lora_targets=LLAMA_STYLE_TARGETS,  # HyperCLOVA X SEED Think
-    offline_configs={"naver-hyperclovax/HyperCLOVAX-SEED-Think-14B": "hyperclovax-seed-think-14b"},
     tiny_config=tiny_configs.hyperclovax, tiny_tokenizer="bpe",
 ))
 register(ArchitectureSpec(
     name="deepseek_v3", model_types=("deepseek_v3",), lora_targets=MLA_TARGETS,  # Kanana-2-30B-A3B, DeepSeek-V3
-    offline_configs={"kakaocorp/kanana-2-30b-a3b-instruct": "kanana-2-30b-a3b-instruct"},
     tiny_config=tiny_configs.deepseek_v3, tiny_tokenizer="bpe",
 ))
 register(ArchitectureSpec(
     name="axk1", model_types=("axk1",), lora_targets=MLA_TARGETS,  # SKT A.X K1
-    offline_configs={"skt/A.X-K1": "ax-k1"}, tiny_config=tiny_configs.axk1, tiny_tokenizer="bpe",
+    tiny_config=tiny_configs.axk1, tiny_tokenizer="bpe",
 ))
 register(ArchitectureSpec(
     name="axk2", model_types=("axk2",), lora_targets=MLA_TARGETS + ("q_gate_proj",),  # SKT A.X K2
@@ -246,16 +243,15 @@ register(ArchitectureSpec(
     # Qwen3.5 checkpoints are image-text; their language model mixes gated-delta and full-attention layers.
     name="qwen3_5", model_types=("qwen3_5", "qwen3_5_text"),
     lora_targets=language_model_only(LLAMA_STYLE_TARGETS + GATED_DELTA_TARGETS),
-    offline_configs={"Qwen/Qwen3.5-9B": "qwen3.5-9b"}, tiny_config=tiny_configs.qwen3_5, tiny_tokenizer="bpe",
+    tiny_config=tiny_configs.qwen3_5, tiny_tokenizer="bpe",
     padded_because=GATED_DELTA_PADDED,
 ))
 register(ArchitectureSpec(
     name="qwen3_5_moe", model_types=("qwen3_5_moe", "qwen3_5_moe_text"),
     lora_targets=language_model_only(LLAMA_STYLE_TARGETS + GATED_DELTA_TARGETS),
-    offline_configs={"Qwen/Qwen3.5-35B-A3B": "qwen3.5-35b-a3b"},
     tiny_config=tiny_configs.qwen3_5_moe, tiny_tokenizer="bpe", padded_because=GATED_DELTA_PADDED,
 ))
 register(ArchitectureSpec(
     name="gemma4", model_types=("gemma4", "gemma4_text"), lora_targets=language_model_only(LLAMA_STYLE_TARGETS),
-    offline_configs={"google/gemma-4-31B-it": "gemma-4-31b-it"}, tiny_config=tiny_configs.gemma4, tiny_tokenizer="bpe",
+    tiny_config=tiny_configs.gemma4, tiny_tokenizer="bpe",
 ))
