@@ -1,7 +1,8 @@
-"""GRPO's shipped rewards read dataset columns (`exact_answer` needs `answer`). TRL calls a reward only at the first
-step, after the model has loaded and output_dir has files in it; a missing column is refused with the config instead,
-naming the reward, the column and the columns the file has. Only local files are read (Hub ids are checked when they
-load), and a file that cannot be read here is left to the data path, which names the problem."""
+"""GRPO's shipped rewards read dataset columns (`exact_answer` needs `answer`, TRL's `accuracy_reward` `solution`).
+TRL calls a reward only at the first step, after the model has loaded and output_dir has files in it; a missing column
+is refused with the config instead, naming the reward, the column and the columns the file has. Only local files are
+read (Hub ids are checked when they load), and a file that cannot be read here is left to the data path, which names
+the problem."""
 
 from __future__ import annotations
 
@@ -31,7 +32,8 @@ def source_columns(source: DatasetSource) -> list[str] | None:
     except (KotuneError, OSError, ValueError):
         return None
     nfc = lambda text: unicodedata.normalize("NFC", str(text))  # noqa: E731 - macOS writes headers in NFD
-    ours = {nfc(theirs): ours for ours, theirs in source.columns.items()}
+    renames = source.columns if isinstance(source.columns, dict) else {}  # a list keeps columns under our names
+    ours = {nfc(theirs): ours for ours, theirs in renames.items()}
     return [ours.get(nfc(c), nfc(c)) for c in columns]
 
 
@@ -40,7 +42,7 @@ def reward_column_problems(rewards: list, mixture: DatasetMixture) -> list[str]:
     problems = []
     for i, source in enumerate(mixture.datasets):
         needed = {name: NEEDS_COLUMNS[name] for name in rewards if isinstance(name, str) and name in NEEDS_COLUMNS}
-        if not needed or source.format != "prompt":
+        if not needed or source.format not in ("prompt", None):  # None: inferred when read (GRPO reads prompts)
             continue
         columns = source_columns(source)
         if columns is None:

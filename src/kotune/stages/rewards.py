@@ -5,19 +5,30 @@ float per completion, or None where it does not apply (TRL then leaves it out of
 - `exact_answer`: 1.0 when the completion gives the row's `answer`: for a number, the last number in the completion
   (math with a final number); for text, the completion itself, up to spaces and closing punctuation (the KIT-19
   classification slots: a label such as 긍정/부정).
-- `hangul_share`: the share of Hangul among the completion's letters, so the answer stays in Korean.
+- `hangul_share`: the share of Hangul among the completion's letters, so the answer stays in Korean (the `<think>`
+  tags that think_format_reward asks for are markup, not letters of the answer).
 - `speech_level`: the share of sentences that end in the register the row asks for (`speech_level`: 합쇼체 or
   해요체; 합쇼체 when the column is absent).
+
+TRL's own rewards (`trl.rewards`), as open-r1 and TRL recipes name them, sit beside these and are imported only when a
+run resolves them (reading a config must not import TRL):
+- `accuracy_reward`: 1.0 when the completion's LaTeX answer (\\boxed{} first) equals the row's `solution` under
+  math_verify; None where the solution does not parse. math_verify's anchors without a box are English ("the final
+  answer is"), so a Korean answer scores when boxed: "답은 $\\boxed{42}$입니다".
+- `reasoning_accuracy_reward`: the same on the text after `</think>`; 0.0 when the reasoning never closes.
+- `think_format_reward`: 1.0 when the completion opens with one `<think>...</think>` block.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import re
 from typing import Callable
 
 NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
 SENTENCE_END = re.compile(r"[.!?。\n]+")
+THINK_TAG = re.compile(r"</?think>")
 HAPSYO = ("니다", "니까", "십시오", "시오")
 HAEYO = ("요",)
 
@@ -60,7 +71,7 @@ def exact_answer(completions, answer=None, **_) -> list[float | None]:
 def hangul_share(completions, **_) -> list[float]:
     scores = []
     for completion in completions:
-        letters = [c for c in text_of(completion) if c.isalpha()]
+        letters = [c for c in THINK_TAG.sub("", text_of(completion)) if c.isalpha()]
         scores.append(sum("\uac00" <= c <= "\ud7a3" or "\u3131" <= c <= "\u318e" for c in letters) / len(letters)
                       if letters else 0.0)
     return scores
@@ -76,19 +87,46 @@ def speech_level(completions, speech_level=None, **_) -> list[float]:
     return scores
 
 
-REWARDS: dict[str, Callable] = {"exact_answer": exact_answer, "hangul_share": hangul_share,
-                                "speech_level": speech_level}
+# name -> the reward, or "module:function" where it is imported when a run resolves it (TRL's: heavy to import)
+REWARDS: dict[str, Callable | str] = {
+    "exact_answer": exact_answer, "hangul_share": hangul_share, "speech_level": speech_level,
+    "accuracy_reward": "trl.rewards:accuracy_reward",
+    "reasoning_accuracy_reward": "trl.rewards:reasoning_accuracy_reward",
+    "think_format_reward": "trl.rewards:think_format_reward",
+}
 # The columns a shipped reward cannot score without; checked against the prompt files when the config is read
 # (kotune.stages.reward_columns), since TRL only calls a reward at the first step.
-NEEDS_COLUMNS: dict[str, tuple[str, ...]] = {"exact_answer": ("answer",)}
+NEEDS_COLUMNS: dict[str, tuple[str, ...]] = {"exact_answer": ("answer",), "accuracy_reward": ("solution",),
+                                             "reasoning_accuracy_reward": ("solution",)}
+# The packages a shipped reward imports when it scores: (import name, what to pip install).
+NEEDS_PACKAGES: dict[str, tuple[str, str]] = {"accuracy_reward": ("math_verify", "math-verify"),
+                                              "reasoning_accuracy_reward": ("math_verify", "math-verify")}
+
+
+def reward_problems(names) -> list[str]:
+    """One problem per shipped reward in `names` whose package is not installed (TRL would raise only at the first
+    step, after the model has loaded). Looks the package up without importing it."""
+    problems = []
+    for name in names if isinstance(names, list) else []:
+        need = NEEDS_PACKAGES.get(name) if isinstance(name, str) else None
+        if need and importlib.util.find_spec(need[0]) is None:
+            problems.append(f"reward_funcs: {name} checks answers with the {need[0]} package, which is not "
+                            f"installed: pip install {need[1]} (or pip install -e .[math]), or drop {name}")
+    return problems
+
+
+def _imported(spec: str) -> Callable | None:
+    module, _, attr = spec.partition(":")
+    func = getattr(importlib.import_module(module), attr, None) if module and attr else None
+    return func if callable(func) else None
 
 
 def resolve_reward(name: str) -> Callable:
-    """A shipped reward by name, or "module:function" for your own."""
-    if name in REWARDS:
-        return REWARDS[name]
-    module, _, attr = name.partition(":")
-    func = getattr(importlib.import_module(module), attr, None) if attr else None
-    if not callable(func):
+    """A shipped reward by name (kotune's, or TRL's imported now), or "module:function" for your own."""
+    shipped = REWARDS.get(name)
+    if callable(shipped):
+        return shipped
+    func = _imported(shipped or name) if shipped or ":" in name else None
+    if func is None:
         raise ValueError(f"'{name}' is neither a shipped reward ({', '.join(REWARDS)}) nor module:function")
     return func
