@@ -267,7 +267,7 @@ def _good_mixture(root: Path) -> tuple[list[dict], list[list[dict]]]:
                {"id": str(cp949), "format": "instruction", "encoding": "cp949"},
                {"id": str(utf16), "format": "chat"},
                {"id": str(dirty), "format": "instruction"},
-               {"id": str(system), "format": "chat", "weight": 4 / 3},  # its 4 rows (one to drop) to the others' 3
+               {"id": str(system), "format": "chat"},  # 4 rows, one dropped: 3 used, each once
                {"id": str(evals), "format": "instruction", "eval": True}]
     return sources, expect
 

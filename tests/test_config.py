@@ -42,10 +42,10 @@ def test_misspelled_key_names_the_near_one(tmp_path, tiny_bases):
 def test_every_problem_reported_at_once(tmp_path, tiny_bases):
     raw = base_config(tiny_bases["llama"], tmp_path / "out", lora_r="big", num_train_epochs="x",
                       load_in_4bit=True, load_in_8bit=True, promt_format="komt")
-    raw["dataset_mixture"]["datasets"][0]["fraction"] = 0.5
+    raw["dataset_mixture"]["datasets"][0]["wieght"] = 0.5
     found = "\n".join(problems_of(raw))
     for needle in ["lora_r: expected an integer", "num_train_epochs: expected a number",
-                   "load_in_4bit and load_in_8bit", "promt_format", "'prompt_format'", "fraction", "use 'weight'"]:
+                   "load_in_4bit and load_in_8bit", "promt_format", "'prompt_format'", "wieght", "did you mean 'weight'"]:
         assert needle in found, needle
 
 
@@ -77,10 +77,9 @@ def test_8bit_with_zero3_is_refused(tmp_path):
 
 def test_dataset_source_keys(tmp_path):
     raw = {"model_name_or_path": "org/model", "output_dir": "x",
-           "dataset_mixture": {"datasets": [{"path": "a.jsonl", "format": "instrction", "max_samples": 0}]}}
+           "dataset_mixture": {"datasets": [{"format": "instrction", "max_samples": 0}, {"path": "b.jsonl"}]}}
     found = "\n".join(problems_of(raw, check_paths=False))
-    assert "datasets[0].path: unknown key: use 'id'" in found
-    assert "datasets[0].id: required" in found
+    assert "datasets[0].id: required" in found and "datasets[1]" not in found  # TRL's path is read as id
     assert "'instrction' is not one of" in found and "did you mean 'instruction'" in found
     assert "max_samples: must be >= 1" in found
 
@@ -176,7 +175,7 @@ def test_sft_help_lists_keys():
         assert key in proc.stdout
 
 
-STAGE_CONFIGS = [(stage, p) for stage in ("orpo", "simpo", "kto", "rm", "grpo", "dpo")
+STAGE_CONFIGS = [(stage, p) for stage in ("orpo", "simpo", "cpo", "kto", "rm", "grpo", "dpo")
                  for p in sorted((REPO / "configs" / stage).glob("*.yaml"))]
 
 
@@ -199,8 +198,12 @@ def test_simpo_stage_defaults_to_pure_simpo(tmp_path, tiny_bases):
                                                      "format": "preference"}]})
     cfg = build_config(raw, stage="simpo", check_paths=False)
     assert (cfg.training.loss_type, cfg.training.cpo_alpha) == ("simpo", 0.0)
-    cfg = build_config({**raw, "loss_type": "sigmoid", "cpo_alpha": 1.0}, stage="simpo", check_paths=False)
-    assert (cfg.training.loss_type, cfg.training.cpo_alpha) == ("sigmoid", 1.0)  # plain CPO when asked
+    # a CPO recipe never becomes SimPO: the simpo stage refuses CPO's losses by name, and cpo runs them
+    found = "\n".join(problems_of({**raw, "loss_type": "sigmoid", "cpo_alpha": 1.0}, stage="simpo"))
+    assert "loss_type: 'sigmoid' does not fit the simpo stage" in found and "kotune cpo" in found
+    cfg = build_config(raw, stage="cpo", check_paths=False)
+    assert (cfg.training.loss_type, cfg.training.cpo_alpha) == ("sigmoid", 1.0)  # TRL's CPO defaults
+    assert "kotune simpo" in "\n".join(problems_of({**raw, "loss_type": "simpo"}, stage="cpo"))
 
 
 def test_grpo_reward_names_are_checked(tmp_path, tiny_bases):

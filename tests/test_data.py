@@ -1,4 +1,4 @@
-"""Data: bad rows skipped and counted by reason (or raised under strict), weights as shares, renames, max_length."""
+"""Data: bad rows skipped and counted by reason (or raised under strict), weights as fractions, shares, renames, max_length."""
 
 from __future__ import annotations
 
@@ -86,16 +86,24 @@ def test_missing_renamed_column_is_named(tmp_path, tok):
         build_sft_dataset(mixture(src), tok, max_length=64)
 
 
-def test_weights_are_shares_with_up_and_downsampling(tmp_path, tok):
+def test_weights_are_fractions_of_each_source_and_shares_cap_the_mixture(tmp_path, tok):
     a = write_jsonl(tmp_path / "a.jsonl", [dict(GOOD, output=f"가{i}") for i in range(30)])
     b = write_jsonl(tmp_path / "b.jsonl", [dict(GOOD, output=f"나{i}") for i in range(10)])
-    mix = mixture(DatasetSource(id=str(a), format="instruction", weight=1.0),
+    plain, report = build_sft_dataset(mixture(DatasetSource(id=str(a), format="instruction"),
+                                              DatasetSource(id=str(b), format="instruction"), seed=3), tok, 64)
+    assert report[str(a)]["used"] == 30 and report[str(b)]["used"] == 10  # no weights: every row once
+    assert len(set(tuple(x) for x in plain["input_ids"])) == 40
+    mix = mixture(DatasetSource(id=str(a), format="instruction", weight=0.5),
                   DatasetSource(id=str(b), format="instruction", weight=3.0), seed=3)
     ds, report = build_sft_dataset(mix, tok, max_length=64)
-    assert report[str(a)]["used"] == 10 and report[str(b)]["used"] == 30  # b upsampled 3x, a downsampled
+    assert report[str(a)]["used"] == 15 and report[str(b)]["used"] == 30  # half of a; b three times
     again, _ = build_sft_dataset(mix, tok, max_length=64)
     assert ds["input_ids"] == again["input_ids"]  # same seed, same mixture
-    assert share_counts([100, 10], [1.0, 1.0]) == [55, 55]
+    shared = mixture(DatasetSource(id=str(a), format="instruction", share=1.0),
+                     DatasetSource(id=str(b), format="instruction", share=1.0), seed=3)
+    _, report = build_sft_dataset(shared, tok, max_length=64)
+    assert report[str(a)]["used"] == 10 and report[str(b)]["used"] == 10  # equal parts, no row repeated
+    assert share_counts([100, 10], [1.0, 1.0]) == [10, 10]
 
 
 def test_max_samples_caps_a_source(tok):

@@ -36,13 +36,13 @@ def test_eval_rows_are_held_out_before_sampling(tok):
     n = sum(1 for line in SAMPLE.read_text(encoding="utf-8").splitlines() if line.strip())
     mixture = DatasetMixture(datasets=[DatasetSource(id=str(SAMPLE), format="instruction", weight=3.0)], seed=5)
     (train,), eval_ds, report = build_sft_data(mixture, tok, 512, eval_split_size=0.25)
-    assert len(eval_ds) == round(0.25 * n) and len(train) == n - len(eval_ds)
-    assert not rows_of(train) & rows_of(eval_ds)  # no row in both sets
+    assert len(eval_ds) == round(0.25 * n) and len(train) == 3 * (n - len(eval_ds))  # weight 3: each row 3 times
+    assert len(rows_of(train)) == n - len(eval_ds) and not rows_of(train) & rows_of(eval_ds)  # no row in both
     (again,), eval_again, _ = build_sft_data(mixture, tok, 512, eval_split_size=0.25)
     assert rows_of(eval_again) == rows_of(eval_ds) and again["input_ids"] == train["input_ids"]  # the seed fixes it
     assert report[str(SAMPLE)]["eval"]["used"] == len(eval_ds)
     (plain,), none, _ = build_sft_data(mixture, tok, 512)
-    assert none is None and len(plain) == n
+    assert none is None and len(plain) == 3 * n
 
 
 def test_an_eval_source_is_never_trained_on(tok, tmp_path):

@@ -67,7 +67,7 @@ def test_epochs_draw_other_templates_and_the_seed_reproduces(tiny_bases):
     tok = load_tokenizer(str(tiny_bases["gpt_neox"]))
     install_template(tok, "koquality")
     (e0, e1), report = _variants(tok, 2)
-    assert len(e0) == len(e1) == 120 and set(report) == {str(SAMPLES / f"{t}.jsonl") for t in SLOTS}
+    assert len(e0) == len(e1) == 121 and set(report) == {str(SAMPLES / f"{t}.jsonl") for t in SLOTS}
     changed = sum(a != b for a, b in zip(e0["input_ids"], e1["input_ids"]))
     assert changed > len(e0) * 0.8  # with ≥10 templates, ~90% of examples change phrasing between epochs
     (again0, again1), _ = _variants(tok, 2)
@@ -133,7 +133,7 @@ def test_all_20_slots_train_and_the_report_shows_every_task(tiny_bases, tmp_path
     assert {Path(k).stem for k, v in report.items() if v["used"] > 0} == set(SLOTS)
     state = json.loads((out / "trainer_state.json").read_text())
     losses = [h["loss"] for h in state["log_history"] if "loss" in h]
-    assert state["global_step"] == 16 and losses[-1] < losses[0]  # 120 examples / 16 per step × 2 epochs
+    assert state["global_step"] == 16 and losses[-1] < losses[0]  # 121 examples (every row once) / 16 × 2 epochs
 
     kotune = str(Path(sys.executable).with_name("kotune"))
     proc = subprocess.run([kotune, "data", str(path), "--out", str(tmp_path / "report")], env=subprocess_env(),
@@ -146,7 +146,7 @@ def test_all_20_slots_train_and_the_report_shows_every_task(tiny_bases, tmp_path
     assert "answers: " in proc.stdout.split("kit19/hatescore", 1)[1].splitlines()[1]
     written = json.loads((tmp_path / "report" / "data_report.json").read_text())
     answers = written["per_source"][str(SAMPLES / "hatescore.jsonl")]["answers"]
-    assert set(answers) <= set(load_task("hatescore").label_values.values()) and sum(answers.values()) == 6
+    assert set(answers) <= set(load_task("hatescore").label_values.values()) and sum(answers.values()) == 7
     assert written["useful_token_fraction"]["padding_free"] == 1.0 and written["tokens_per_hangul_syllable"] > 0
     assert (tmp_path / "report" / "lengths.png").is_file()
 
@@ -172,7 +172,7 @@ def test_trainer_serves_a_new_variant_each_epoch(tiny_bases, tmp_path):
 
     picker = EpochVariantCollator(lambda examples: record(base_collate(examples)), 2)
 
-    args = SFTConfig(output_dir=str(tmp_path / "o"), num_train_epochs=2, per_device_train_batch_size=60,
+    args = SFTConfig(output_dir=str(tmp_path / "o"), num_train_epochs=2, per_device_train_batch_size=61,
                      report_to=[], use_cpu=True, bf16=False, gradient_checkpointing=False, save_strategy="no",
                      dataset_kwargs={"skip_prepare_dataset": True}, logging_steps=1, remove_unused_columns=False)
     model = AutoModelForCausalLM.from_pretrained(tiny_bases["gpt_neox"])

@@ -105,12 +105,14 @@ def lora_config(model_args, default_targets: list[str] | str | None = None):
     return get_peft_config(model_args)
 
 
-def library_problems(model_args) -> list[str]:
-    """What BitsAndBytesConfig and LoraConfig refuse in these model args, each naming the kotune key."""
+def library_problems(model_args, task_type: str = "CAUSAL_LM") -> list[str]:
+    """What BitsAndBytesConfig and LoraConfig refuse in these model args, each naming the kotune key. `task_type`:
+    the stage's own adapter type (a reward model's SEQ_CLS), accepted beside the default."""
     problems = []
-    if model_args.use_peft and model_args.lora_task_type != "CAUSAL_LM":
-        problems.append(f"lora_task_type: {model_args.lora_task_type!r} does not fit kotune's stages, which train "
-                        "causal LMs (AutoModelForCausalLM): use CAUSAL_LM, the default")
+    if model_args.use_peft and model_args.lora_task_type not in ("CAUSAL_LM", task_type):
+        problems.append(f"lora_task_type: {model_args.lora_task_type!r} does not fit this stage, which trains "
+                        f"{'a causal LM' if task_type == 'CAUSAL_LM' else 'a ' + task_type + ' model'}: use "
+                        f"{task_type}, or leave it out")
         return problems
     for what, build in (("quantization", quantization_config), ("LoRA", lora_config)):
         try:

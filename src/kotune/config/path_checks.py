@@ -26,7 +26,7 @@ def path_problems(user: dict, train: dict) -> list[str]:
         for i, src in enumerate(mixture["datasets"]):
             sid = src.get("id") if isinstance(src, dict) else None
             looks_local = isinstance(sid, str) and (Path(sid).suffix.lower() in LOCAL_SUFFIXES or is_local_path(sid))
-            if looks_local and find_local(sid) is None:
+            if looks_local and find_local(sid) is None and not Path(sid).expanduser().is_dir():
                 problems.append(f"dataset_mixture.datasets[{i}].id: file '{sid}' not found")
     resume = train.get("resume_from_checkpoint")
     if isinstance(resume, str) and resume not in ("true", "True"):

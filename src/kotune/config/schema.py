@@ -15,18 +15,36 @@ class DatasetSource:
     """One source of a mixture. Only `id` and `format` are required."""
 
     id: str = field(metadata={"help": "A local file (json/jsonl/csv/parquet) or a Hub dataset id."})
-    format: str = field(metadata={"help": "instruction | chat | sharegpt | preference | kit19/<task name>."})
+    format: str | None = field(
+        default=None,
+        metadata={"help": "instruction | chat | sharegpt | preference | unpaired | prompt | kit19/<task name>. Left "
+                          "out: inferred from the columns when the data is read (messages → chat, prompt/chosen/"
+                          "rejected → preference, ...), and the log says what was inferred."},
+    )
+    config: str | None = field(
+        default=None,
+        metadata={"help": "The Hub dataset's config (subset), e.g. 'all' or 'ko' (datasets.load_dataset's name)."},
+    )
     split: str | None = field(
         default=None,
         metadata={"help": "Split of a Hub dataset to read (default train; for kit19/* the registry's own split of its "
                           "Hub copy, e.g. APEACH's test)."},
     )
-    columns: dict[str, str] = field(
+    columns: dict[str, str] | list[str] = field(
         default_factory=dict,
-        metadata={"help": "Map from kotune's field name to your column name, e.g. {output: answer}."},
+        metadata={"help": "A map from kotune's field name to your column name, e.g. {output: answer}; or a list of "
+                          "the columns to keep (alignment-handbook, TRL), each already under kotune's name."},
     )
     weight: float = field(
-        default=1.0, metadata={"help": "Share of the final mixture, relative to the other sources' weights."}
+        default=1.0,
+        metadata={"help": "The fraction of this source's rows to use: 0.5 takes half of them, 2.0 every row twice "
+                          "(rows drawn with the mixture's seed), as alignment-handbook reads it. 1.0: every row once."},
+    )
+    share: float | None = field(
+        default=None,
+        metadata={"help": "This source's part of the whole mixture, relative to the other sources' shares (TRL's "
+                          "fraction); give it to every source or none. The largest mixture in which no source "
+                          "repeats a row is drawn. Cannot be combined with weight."},
     )
     max_samples: int | None = field(default=None, metadata={"help": "Cap on rows taken from this source."})
     eval: bool = field(
@@ -54,6 +72,7 @@ class DatasetMixture:
 
     datasets: list[DatasetSource] = field(metadata={"help": "The sources; see DatasetSource."})
     seed: int = field(default=42, metadata={"help": "Seed for sampling and shuffling the mixture."})
+    formats: tuple[str, ...] = field(default=(), init=False, repr=False)  # what the stage reads (format inference)
 
 
 @dataclass
@@ -66,6 +85,16 @@ class KotuneArguments:
     prompt_format: Literal["auto", "komt", "koquality", "llama2", "mistral"] = field(
         default="auto",
         metadata={"help": "Prompt format (stored as the tokenizer's chat template). auto = the base's default."},
+    )
+    chat_template: str | None = field(
+        default=None,
+        metadata={"help": "A Jinja chat template (alignment-handbook's chat_template): the data is encoded with it, "
+                          "and it is saved and served with the model, byte for byte. Overrides prompt_format."},
+    )
+    chat_template_path: str | None = field(
+        default=None,
+        metadata={"help": "A .jinja file, or a local model/tokenizer dir, whose chat template is encoded with, saved "
+                          "and served, byte for byte (TRL's chat_template_path)."},
     )
     overwrite_output_dir: bool = field(
         default=False, metadata={"help": "Allow writing into an existing, non-empty output_dir."}
@@ -90,13 +119,18 @@ class KotuneArguments:
     )
     max_prompt_length: int | None = field(
         default=None,
-        metadata={"help": "DPO, ORPO, SimPO, KTO, reward model: drop (and count) rows whose prompt is longer than "
-                          "this many tokens."},
+        metadata={"help": "DPO, ORPO, SimPO, CPO, KTO, reward model, GRPO: drop (and count) rows whose prompt is "
+                          "longer than this many tokens."},
+    )
+    system_prompt: str | None = field(
+        default=None,
+        metadata={"help": "GRPO: a system message put before every prompt that has none (open-r1's system_prompt)."},
     )
     reward_funcs: list[str] = field(
         default_factory=list,
-        metadata={"help": "GRPO: the rewards, by name (exact_answer, hangul_share, speech_level) or as "
-                          "module:function; weigh them with reward_weights."},
+        metadata={"help": "GRPO: the rewards, by name (kotune's exact_answer, hangul_share, speech_level, or TRL's "
+                          "accuracy_reward, think_format_reward, ...) or as module:function; weigh them with "
+                          "reward_weights."},
     )
     data_cache: bool = field(
         default=True, metadata={"help": "Reuse preprocessed data from $KOTUNE_CACHE_DIR (~/.cache/kotune/data)."}
@@ -151,15 +185,9 @@ TRAINING_FORCED: dict[str, Any] = {
 }
 # Keys that older transformers/TRL releases (and most tutorials) use, with what to write now.
 RENAMED = {
-    "warmup_ratio": "warmup_steps (a float in [0, 1) is a ratio of the total steps)",
-    "max_seq_length": "max_length",
-    "evaluation_strategy": "eval_strategy",
-    "torch_dtype": "dtype",
     "max_prompt_length_chars": "max_prompt_length",
     "bnb_4bit_use_double_quant": "use_bnb_nested_quant",
     "bnb_4bit_compute_dtype": "dtype (the compute dtype of the 4-bit layers)",
-    "fraction": "weight",
-    "path": "id",
 }
 # Launcher-added arguments accepted and ignored (the launcher's env vars carry the rank).
 LAUNCHER_KEYS = {"local_rank", "local-rank"}

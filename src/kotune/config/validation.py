@@ -16,6 +16,7 @@ from typing import Any, Iterable
 from kotune.config.deepspeed_file import read_deepspeed_config
 from kotune.config.library_schema import MODEL_CONFIG, fields_of
 from kotune.config.path_checks import is_local_path, path_problems
+from kotune.config.recipes import attention_fallback, template_problems, translate
 from kotune.config.schema import (RANGES, RENAMED, TRAINING_DEFAULTS, TRAINING_FORCED, DatasetMixture,
                                   DatasetSource, KotuneArguments, RunConfig)
 from kotune.config.types import coerce, dataclass_fields
@@ -97,9 +98,18 @@ def _build_mixture(raw: Any, stage: str, problems: list[str]) -> DatasetMixture 
                         "[{id: data.jsonl, format: instruction}]")
         return None
     sources = [_build_source(item, f"{where}.datasets[{i}].", stage, problems) for i, item in enumerate(items)]
+    shares = [isinstance(item, dict) and item.get("share") is not None for item in items]
+    if any(shares) and not all(shares):
+        problems.append(f"{where}: share is set on some sources only: give every source a share (its part of the "
+                        "mixture), or none")
+    if any(shares) and any(isinstance(item, dict) and "weight" in item for item in items):
+        problems.append(f"{where}: share and weight in one mixture: share sets each source's part of the whole, "
+                        "weight a fraction of one source's rows; use one of them")
     if problems:
         return None
-    return DatasetMixture(datasets=sources, **values)
+    mixture = DatasetMixture(datasets=sources, **values)
+    mixture.formats = get_stage(stage).data_formats
+    return mixture
 
 
 def _build_source(item: Any, here: str, stage: str, problems: list[str]) -> DatasetSource | None:
@@ -111,9 +121,9 @@ def _build_source(item: Any, here: str, stage: str, problems: list[str]) -> Data
         if key not in src_fields:
             alias = RENAMED.get(key)
             problems.append(f"{here}{key}: unknown key{f': use {alias!r}' if alias else suggest(key, src_fields)}")
-    missing = [k for k in ("id", "format") if k not in item]
+    missing = [k for k in ("id",) if k not in item]
     for k in missing:
-        problems.append(f"{here}{k}: required (every source needs an id and a format)")
+        problems.append(f"{here}{k}: required (every source needs an id: a file or a Hub dataset)")
     vals = _check_fields({k: v for k, v in item.items() if k in src_fields}, src_fields, here, problems)
     fmt = vals.get("format")
     if fmt is not None and fmt not in FORMAT_NAMES and not fmt.startswith("kit19/"):
@@ -125,10 +135,15 @@ def _build_source(item: Any, here: str, stage: str, problems: list[str]) -> Data
         problems.append(f"{here}format: {stage.upper()} needs format: {reads}, not {fmt!r}"
                         + (f" (that is data for {', '.join(r.upper() for r in readers)})" if readers else ""))
     if "weight" in vals and not vals["weight"] > 0:
-        problems.append(f"{here}weight: must be > 0 (it is this source's share of the mixture)")
+        problems.append(f"{here}weight: must be > 0 (the fraction of this source's rows to use; 1.0 = each row once)")
+    if vals.get("share") is not None and not vals["share"] > 0:
+        problems.append(f"{here}share: must be > 0 (this source's part of the mixture)")
+    if vals.get("config") and "id" in vals and is_local_path(vals["id"]):
+        problems.append(f"{here}config: names a Hub dataset's subset; '{vals['id']}' is a local file: remove config")
     if vals.get("max_samples") is not None and vals["max_samples"] < 1:
         problems.append(f"{here}max_samples: must be >= 1 (or leave it out for no cap)")
-    if any(not isinstance(k, str) or not isinstance(v, str) for k, v in vals.get("columns", {}).items()):
+    columns = vals.get("columns", {})
+    if isinstance(columns, dict) and any(not isinstance(k, str) or not isinstance(v, str) for k, v in columns.items()):
         problems.append(f"{here}columns: map kotune field names to your column names, both strings")
     if missing or len(vals) != len([k for k in item if k in src_fields]):
         return None
@@ -139,7 +154,8 @@ def check_config(raw: dict[str, Any], stage: str = "sft", check_paths: bool = Tr
     """(kotune values, mixture, model values, training values, defaults applied, problems). No heavy imports."""
     groups = field_groups(stage)
     valid = set().union(*groups.values())
-    problems: list[str] = []
+    translation = translate(raw, stage, valid)
+    raw, problems = translation.raw, list(translation.problems)
     for key in raw:
         if key in RENAMED and key not in valid:
             problems.append(f"{key}: unknown key: use {RENAMED[key]}")
@@ -167,8 +183,8 @@ def check_config(raw: dict[str, Any], stage: str = "sft", check_paths: bool = Tr
                            groups["kotune"], "", problems)
     mixture = _build_mixture(user.get("dataset_mixture"), stage, problems)
     model = _check_fields({k: v for k, v in user.items() if k in groups["model"]}, groups["model"], "", problems)
-    training = _check_fields({k: v for k, v in user.items() if k in groups["training"]}, groups["training"], "",
-                             problems)
+    training = _check_fields({k: v for k, v in user.items() if k in groups["training"] and k not in groups["kotune"]},
+                             groups["training"], "", problems)  # kotune's own chat_template_path wins over TRL's
     _check_ranges({**kotune, **model, **training}, problems, stage)
     _check_eval_split(user, kotune, training, applied, groups["training"], problems)
     _cross_check(user, model, training, stage, problems, check_paths)
@@ -189,9 +205,14 @@ def build_config(raw: dict[str, Any], stage: str = "sft", source: str = "config"
     (`kotune.stages.distributed.start` rebuilds it then). Under a multi-process launcher, TrainingArguments still
     reads the launcher's environment when it is built (accelerate's PartialState), as it always did.
     """
+    translation = translate(raw, stage, set().union(*field_groups(stage).values()))
+    raw = translation.raw
     kotune, mixture, model, training, applied, problems = check_config(raw, stage, check_paths)
+    problems = translation.problems + problems
     if problems:
         raise ConfigError(problems, source)
+    for note in translation.notes:
+        logger.info("recipe: %s", note)
 
     import torch
 
@@ -205,7 +226,7 @@ def build_config(raw: dict[str, Any], stage: str = "sft", source: str = "config"
     training.update(chosen)
     applied.update(chosen)
     model_args, problem = build_model_config(model)
-    problems += [problem] if problem else library_problems(model_args)
+    problems += [problem] if problem else library_problems(model_args, get_stage(stage).lora_task_type)
     args, problem = build_training_config(get_stage(stage).training_config,
                                           {k: v for k, v in training.items() if k != "deepspeed"})
     problems += [problem] if problem else []
@@ -218,19 +239,6 @@ def build_config(raw: dict[str, Any], stage: str = "sft", source: str = "config"
         logger.info("%s: %s", key, why)
     return RunConfig(stage=stage, kotune=KotuneArguments(dataset_mixture=mixture, **kotune), model=model_args,
                      training=args, resolved=resolved, source=source, training_values=training, hardware=hardware)
-
-
-def _check_rewards(names, problems: list[str]) -> None:
-    from kotune.stages.rewards import REWARDS
-
-    if not names:
-        problems.append(f"reward_funcs: required, e.g. [exact_answer] (shipped: {', '.join(REWARDS)}; or "
-                        "module:function for your own)")
-        return
-    for name in names if isinstance(names, list) else []:
-        if isinstance(name, str) and name not in REWARDS and ":" not in name:
-            problems.append(f"reward_funcs: '{name}' is not a shipped reward{suggest(name, set(REWARDS))} "
-                            f"({', '.join(REWARDS)}); write module:function for your own")
 
 
 def _cross_check(user: dict, model: dict, train: dict, stage: str, problems: list[str], check_paths: bool) -> None:
@@ -266,7 +274,14 @@ def _cross_check(user: dict, model: dict, train: dict, stage: str, problems: lis
             problems.append(f"{key}: only used by {', '.join(s.upper() for s in users)} "
                             f"({', '.join(get_stage(s).entry_script for s in users)}); {stage} does not read it")
     if "reward_funcs" in get_stage(stage).kotune_keys:
-        _check_rewards(user.get("reward_funcs"), problems)
+        from kotune.stages.rewards import reward_config_problems
+
+        problems += reward_config_problems(user.get("reward_funcs"))
+    problems += template_problems(user, check_paths)
+    for key, allowed, why in get_stage(stage).choices:
+        if train.get(key) is not None and train[key] not in allowed:
+            problems.append(f"{key}: {train[key]!r} does not fit the {stage} stage ({', '.join(allowed)}): {why}")
+    attention_fallback(model)
     mpl = user.get("max_prompt_length")
     if "max_prompt_length" in get_stage(stage).kotune_keys and isinstance(mpl, int) and train.get("max_length") \
             and mpl >= train["max_length"]:

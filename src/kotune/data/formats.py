@@ -22,6 +22,8 @@ def rename_columns(source, rows: list[dict], columns: list[str]) -> tuple[list[d
     """A source's `columns:` map (kotune name -> your column) applied to the rows read. Names compare in NFC (a
     header typed on macOS is NFD). A column the file does not have, two names for one column, and a rename onto a
     column the file already has (which of the two would win is not the user's choice) are each one clear error."""
+    if isinstance(source.columns, list):
+        return kept_columns(source, rows, columns)
     rename: dict[str, str] = {}
     for ours, theirs in source.columns.items():
         ours, theirs = unicodedata.normalize("NFC", ours), unicodedata.normalize("NFC", theirs)
@@ -41,6 +43,30 @@ def rename_columns(source, rows: list[dict], columns: list[str]) -> tuple[list[d
     if not rename:
         return rows, columns
     return [{rename.get(k, k): v for k, v in row.items()} for row in rows], [rename.get(c, c) for c in columns]
+
+
+def kept_columns(source, rows: list[dict], columns: list[str]) -> tuple[list[dict], list[str]]:
+    """A `columns:` list (alignment-handbook, TRL): only these columns are read; one that is missing is an error."""
+    keep = [unicodedata.normalize("NFC", c) for c in source.columns]
+    missing = [c for c in keep if c not in columns]
+    if missing:
+        raise KotuneError(f"dataset '{source.id}': columns {missing} (from 'columns') not found; the data has "
+                          f"{columns}")
+    return [{k: row.get(k) for k in keep} for row in rows], keep
+
+
+def infer_format(columns: list[str], allowed: tuple[str, ...] = ()) -> str | None:
+    """The format whose columns the data has, most specific first, among the `allowed` ones (all when empty).
+
+    >>> infer_format(["prompt", "chosen", "rejected", "score"])
+    'preference'
+    >>> infer_format(["prompt", "solution"], ("prompt",))
+    'prompt'
+    """
+    for fmt in ("preference", "unpaired", "chat", "sharegpt", "instruction", "prompt"):
+        if (not allowed or fmt in allowed) and all(c in columns for c in NEEDS[fmt]):
+            return fmt
+    return None
 
 
 # The columns each format needs, and what a file in that format looks like (for "use format: X" hints).

@@ -1,8 +1,10 @@
-"""The one mixture engine, for SFT and preference data alike: caps, shares, seeded sampling, report, shuffle.
+"""The one mixture engine, for SFT and preference data alike: caps, weights or shares, seeded sampling, report,
+shuffle.
 
-A source's `weight` is its share of the final mixture: with weights 3 and 1, three quarters of the rows come from
-the first source. The mixture keeps the total of the capped sources; a source with too few rows is upsampled
-(rows repeat, and a repeated KIT-19 row gets its own template), one with more is downsampled, both with the seed.
+A source's `weight` is the fraction of its rows to use, as alignment-handbook reads it: with no weights every row of
+every source is used exactly once; 0.5 draws half of them, 2.0 every row twice. A mixture may instead give each
+source a `share` of the whole (TRL's `fraction`): the largest mixture in which no source repeats a row. Any
+resampling is logged per source with its factor, and a repeated KIT-19 row gets its own template.
 """
 
 from __future__ import annotations
@@ -16,23 +18,35 @@ from collections import Counter
 from dataclasses import dataclass, replace
 
 from kotune.config.schema import DatasetMixture
-from kotune.data.sources import SourceRows, load_source
-from kotune.data.text_files import find_local
+from kotune.data.sources import SourceRows, load_source, local_file
 from kotune.errors import KotuneError
 
 logger = logging.getLogger(__name__)
 
 
-def share_counts(available: list[int], weights: list[float]) -> list[int]:
-    """Rows to take from each source so that each gets its weight's share of the total.
+def weighted_counts(available: list[int], weights: list[float]) -> list[int]:
+    """Rows to take from each source: its weight times its rows.
+
+    >>> weighted_counts([100, 10], [1.0, 1.0])
+    [100, 10]
+    >>> weighted_counts([100, 10], [0.5, 2.0])
+    [50, 20]
+    """
+    return [int(round(n * w)) for n, w in zip(available, weights)]
+
+
+def share_counts(available: list[int], shares: list[float]) -> list[int]:
+    """Rows to take from each source so that each has its share of the mixture and none repeats a row (the largest
+    such mixture; TRL's `fraction`).
 
     >>> share_counts([100, 10], [1.0, 1.0])
-    [55, 55]
+    [10, 10]
+    >>> share_counts([100, 10], [3.0, 1.0])
+    [30, 10]
     """
-    total = sum(available)
-    wsum = sum(weights)
-    counts = [int(round(total * w / wsum)) for w in weights]
-    return [c if a else 0 for c, a in zip(counts, available)]
+    parts = [s / sum(shares) for s in shares]
+    total = min(n / p for n, p in zip(available, parts) if p > 0)
+    return [min(n, int(round(p * total))) for n, p in zip(available, parts)]
 
 
 def sample(items: list, n: int, rng: random.Random) -> list:
@@ -69,7 +83,7 @@ Drawn = list[tuple[SourceRows, list[Pick]]]
 def load_all(mixture: DatasetMixture, strict: bool = False) -> list[SourceRows]:
     """Every source of the mixture read and checked (what `draw` starts from; `kotune data` reads them before it
     loads a tokenizer, so a data mistake is reported in a second)."""
-    return [load_source(src, strict=strict, seed=mixture.seed) for src in mixture.datasets]
+    return [load_source(src, strict=strict, seed=mixture.seed, formats=mixture.formats) for src in mixture.datasets]
 
 
 def draw(mixture: DatasetMixture, strict: bool = False, eval_split_size: float | None = None,
@@ -95,12 +109,17 @@ def draw(mixture: DatasetMixture, strict: bool = False, eval_split_size: float |
             rows.dropped["over max_samples"] += len(indices) - cap
             indices = rng.sample(indices, cap)
         capped.append(indices)
-    if len(capped) > 1:
-        targets = share_counts([len(c) for c in capped], [r.source.weight for r in loaded])
+    sizes = [len(c) for c in capped]
+    if all(rows.source.share is not None for rows in loaded):
+        targets = share_counts(sizes, [rows.source.share for rows in loaded])
     else:
-        targets = [len(capped[0])]
+        targets = weighted_counts(sizes, [rows.source.weight for rows in loaded])
     drawn = []
     for rows, indices, target in zip(loaded, capped, targets):
+        if target != len(indices):
+            logger.info("data %s: %d rows × %.3g = %d (%s, drawn with seed %d)", rows.source.id, len(indices),
+                        target / max(len(indices), 1), target, "upsampled: rows repeat" if target > len(indices)
+                        else "downsampled", mixture.seed)
         seen: dict[int, int] = {}
         picks = []
         for index in sample(indices, target, rng):
@@ -113,10 +132,10 @@ def draw(mixture: DatasetMixture, strict: bool = False, eval_split_size: float |
 
 def _same_data(a, b) -> bool:
     """Whether two sources read the same rows: one file (however spelled), or one Hub id, subset and split."""
-    pa, pb = find_local(a.id), find_local(b.id)
+    pa, pb = local_file(a)[0], local_file(b)[0]
     if pa is not None or pb is not None:
         return pa is not None and pb is not None and os.path.samefile(pa, pb)
-    return (a.id, a.split or "train") == (b.id, b.split or "train")
+    return (a.id, a.config, a.split or "train") == (b.id, b.config, b.split or "train")
 
 
 def _drop_overlap(every: list[SourceRows], train: list[SourceRows]) -> None:
@@ -190,7 +209,8 @@ def source_report(rows: SourceRows, used: int, **extra) -> dict:
     """What one source gave: rows available, requested by its weight, used, and dropped by reason."""
     logger.info("data %s (%s): available %d, used %d, dropped %s", rows.source.id, rows.source.format,
                 rows.available, used, dict(rows.dropped) or "none")
-    return {"format": rows.source.format, "weight": rows.source.weight, "requested": rows.requested,
+    return {"format": rows.source.format, "weight": rows.source.weight,
+            **({"share": rows.source.share} if rows.source.share is not None else {}), "requested": rows.requested,
             "available": rows.available, "used": used, **extra, "nfc_normalized": rows.normalized,
             "dropped": dict(rows.dropped)}
 

@@ -128,3 +128,54 @@ def end_of_turn_ids(tokenizer) -> list[int]:
 def prompt_ids(tokenizer, messages: list[dict]) -> list[int]:
     """Token ids of the generation prompt, exactly as training masked them. BOS, if any, is in the template."""
     return tokenizer(render_prompt(tokenizer, messages), add_special_tokens=False)["input_ids"]
+
+
+def recipe_template(chat_template: str | None, chat_template_path: str | None) -> str | None:
+    """The template a recipe brings: its `chat_template` string, or the text of `chat_template_path` (a .jinja file,
+    or a local model/tokenizer dir's saved template), exactly as written."""
+    from pathlib import Path
+
+    from kotune.errors import ConfigError
+
+    if chat_template is not None:
+        return chat_template
+    if chat_template_path is None:
+        return None
+    path = Path(chat_template_path).expanduser()
+    if path.is_file():
+        return path.read_text(encoding="utf-8")
+    if path.is_dir():
+        if (path / "chat_template.jinja").is_file():
+            return (path / "chat_template.jinja").read_text(encoding="utf-8")
+        import json
+
+        config = path / "tokenizer_config.json"
+        saved = json.loads(config.read_text(encoding="utf-8")).get("chat_template") if config.is_file() else None
+        if isinstance(saved, str):
+            return saved
+    raise ConfigError([f"chat_template_path: '{chat_template_path}' is neither a template file nor a model dir with a "
+                       "saved chat template (chat_template.jinja or tokenizer_config.json); download it first"],
+                      "config")
+
+
+def prepare_chat_tokenizer(tokenizer, cfg, model_type: str, model_dir: str | None) -> None:
+    """The chat template and EOS a run encodes with, set before any data is encoded and saved with the model:
+    the recipe's template if it brings one, else `prompt_format`; then the recipe's `eos_token`, checked against
+    the vocabulary first."""
+    from kotune.errors import ConfigError
+
+    kot = cfg.kotune
+    text = recipe_template(kot.chat_template, kot.chat_template_path)
+    if text is not None:
+        tokenizer.chat_template = text
+        logger.info("prompt format: the recipe's chat template (%s), encoded, saved and served as written",
+                    "chat_template" if kot.chat_template is not None else kot.chat_template_path)
+    else:
+        install_template(tokenizer, resolve_format(kot.prompt_format, model_type, model_dir, tokenizer))
+    eos = getattr(cfg.training, "eos_token", None)
+    if eos is not None and eos != tokenizer.eos_token:
+        if eos not in tokenizer.get_vocab():
+            raise ConfigError([f"eos_token: '{eos}' is not in the vocabulary of {model_dir}'s tokenizer (its EOS is "
+                               f"'{tokenizer.eos_token}'): use a token the tokenizer has, or remove eos_token"], "config")
+        logger.info("eos_token: %s replaces %s (the recipe's)", eos, tokenizer.eos_token)
+        tokenizer.eos_token = eos

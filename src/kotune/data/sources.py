@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
 from kotune.config.schema import DatasetSource
-from kotune.data.formats import CONVERTERS, rename_columns, wrong_format
+from kotune.data.formats import CONVERTERS, infer_format, rename_columns, wrong_format
 from kotune.data.local_rows import read_local
 from kotune.data.text_files import RowsRead, find_local, in_nfc
 from kotune.errors import KotuneError
@@ -62,7 +62,7 @@ def read_rows(source: DatasetSource, subset: str | None = None, split: str | Non
     if source.encoding:
         raise KotuneError(f"dataset '{source.id}': encoding applies to text files (CSV, TSV, JSON, JSON lines); "
                           f"{'Parquet files' if path else 'Hub datasets'} carry their own: remove encoding")
-    table = _open(source, path, subset, split or source.split or "train")
+    table = _open(source, path, subset or source.config, split or source.split or "train")
     if source.streaming:
         rows = []
         for row in table:
@@ -75,9 +75,12 @@ def read_rows(source: DatasetSource, subset: str | None = None, split: str | Non
 
 def local_file(source: DatasetSource) -> tuple[Path | None, str | None]:
     """(the local file a source names, its reader) or (None, None) for a Hub id; an NFC/NFD mismatch between the
-    name given and the name on disk is resolved."""
+    name given and the name on disk is resolved. A local dir is a dataset saved one file per split:
+    `<dir>/<split>.jsonl` (or .json/.csv/.tsv/.parquet)."""
     path = Path(source.id).expanduser()
     builder = FILE_BUILDERS.get(path.suffix.lower())
+    if builder is None and path.is_dir():
+        return split_file(source, path)
     found = find_local(source.id)
     if builder or found or source.id.startswith((".", "/", "~")):
         if found is None:
@@ -87,6 +90,17 @@ def local_file(source: DatasetSource) -> tuple[Path | None, str | None]:
                               "(raw files of the KIT-19 sources are read as they are with format: kit19/<task>)")
         return found, builder
     return None, None
+
+
+def split_file(source: DatasetSource, folder: Path) -> tuple[Path, str]:
+    """The file of the source's split (default train) in a local dataset dir."""
+    split = source.split or "train"
+    for suffix, builder in FILE_BUILDERS.items():
+        if (folder / f"{split}{suffix}").is_file():
+            return folder / f"{split}{suffix}", builder
+    present = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in FILE_BUILDERS)
+    raise KotuneError(f"dataset '{source.id}': a local dir is read one file per split, and it has no {split}.jsonl "
+                      f"(or .json/.csv/.tsv/.parquet) for split '{split}'; its files: {present or 'none'}")
 
 
 def _open(source: DatasetSource, path: Path | None, subset: str | None, split: str):
@@ -109,10 +123,12 @@ def _first_line(err: Exception) -> str:
     return text[0] if text else type(err).__name__
 
 
-def load_source(source: DatasetSource, strict: bool = False, seed: int = 42) -> SourceRows:
-    """Records of one source; bad rows counted by reason (or raised, with `strict`)."""
+def load_source(source: DatasetSource, strict: bool = False, seed: int = 42, formats: tuple[str, ...] = ()
+                ) -> SourceRows:
+    """Records of one source; bad rows counted by reason (or raised, with `strict`). A source without a format gets
+    the first of the stage's `formats` whose columns the data has (logged)."""
     task = None
-    if source.format.startswith("kit19/"):
+    if source.format is not None and source.format.startswith("kit19/"):
         from kotune.data.kit19 import DEFAULT_CAP, load_task
         from kotune.data.kit19_routes import read_task_rows
 
@@ -123,9 +139,11 @@ def load_source(source: DatasetSource, strict: bool = False, seed: int = 42) -> 
         if absent:
             raise KotuneError(f"dataset '{source.id}': KIT-19 task '{task.name}' needs columns {absent}; the file "
                               f"has {columns} (map yours with columns: {{{absent[0]}: your_column}})")
-    elif source.format in CONVERTERS:
+    elif source.format is None or source.format in CONVERTERS:
         read = read_rows(source, limit=source.max_samples, strict=strict)
         table, columns = rename_columns(source, read.rows, read.columns)
+        if source.format is None:
+            source = replace(source, format=inferred_format(source, columns, formats))
         problem = wrong_format(source.format, columns)
         if problem:
             raise KotuneError(f"dataset '{source.id}': {problem}")
@@ -153,6 +171,18 @@ def load_source(source: DatasetSource, strict: bool = False, seed: int = 42) -> 
         logger.warning("dataset %s: skipped %d bad rows: %s", source.id, sum(result.dropped.values()),
                        dict(result.dropped))
     return result
+
+
+def inferred_format(source: DatasetSource, columns: list[str], formats: tuple[str, ...]) -> str:
+    """The format of a source given without one, from its columns and what the stage reads; logged."""
+    fmt = infer_format(columns, formats)
+    if fmt is None:
+        readable = [f for f in formats if not f.startswith("kit19")] or list(CONVERTERS)
+        raise KotuneError(f"dataset '{source.id}': no format given, and its columns {columns} fit none this stage "
+                          f"reads ({', '.join(readable)}): set format, or map your columns with columns: {{...}}")
+    logger.info("dataset %s: format %s, inferred from its columns %s (set format to choose another)", source.id,
+                fmt, columns)
+    return fmt
 
 
 class Kit19Renderer:

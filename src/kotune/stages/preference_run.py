@@ -47,7 +47,7 @@ def run_stage(argv: list[str], stage: str, recipe: Recipe) -> int:
     args = cfg.training
 
     # --- tokenizer and prompt format (an SFT output dir brings its own chat template) -------------------------
-    from kotune.data.prompt_formats import install_template, resolve_format
+    from kotune.data.prompt_formats import prepare_chat_tokenizer
     from kotune.models.adapter_dirs import adapter_base
     from kotune.models.loading import load_model_config, load_tokenizer
 
@@ -55,7 +55,7 @@ def run_stage(argv: list[str], stage: str, recipe: Recipe) -> int:
     path = m.model_name_or_path
     base_config = load_model_config(adapter_base(path) or path, m.trust_remote_code, m.model_revision)
     tokenizer = load_tokenizer(path, m.trust_remote_code, m.model_revision)
-    install_template(tokenizer, resolve_format(cfg.kotune.prompt_format, base_config.model_type, path, tokenizer))
+    prepare_chat_tokenizer(tokenizer, cfg, base_config.model_type, path)
 
     # --- data -----------------------------------------------------------------------------------------------
     with args.main_process_first(desc=f"preparing {stage} data"):

@@ -28,6 +28,8 @@ class Stage:
     evaluates_after: bool = False  # honours eval_tasks at the end of the run
     defaults: tuple[tuple[str, Any], ...] = ()  # training values this stage sets when the user leaves them unset
     ranges: tuple[tuple[str, tuple], ...] = ()  # this stage's own bounds for a key (config.schema.RANGES' layout)
+    choices: tuple[tuple[str, tuple, str], ...] = ()  # (key, the values this stage takes, where the others belong)
+    lora_task_type: str = "CAUSAL_LM"  # PEFT's task type of its adapter (TRL's reward recipes write SEQ_CLS)
 
     @property
     def entry_script(self) -> str:
@@ -84,12 +86,24 @@ register(Stage(
 ))
 register(Stage(
     name="simpo",
-    summary="reference-free preference training (SimPO, or CPO): kotune simpo CONFIG.yaml [--key=value ...]",
+    summary="reference-free preference training (SimPO): kotune simpo CONFIG.yaml [--key=value ...]",
     training_config="trl.experimental.cpo:CPOConfig",
     runner="kotune.stages.simpo:main",
     data_formats=PAIRWISE,
     kotune_keys=("max_prompt_length",),
     defaults=(("loss_type", "simpo"), ("cpo_alpha", 0.0)),
+    choices=(("loss_type", ("simpo", "alphapo"),
+              "sigmoid, hinge and ipo are CPO's losses: run the recipe with kotune cpo (train/cpo.py)"),),
+))
+register(Stage(
+    name="cpo",
+    summary="contrastive preference optimization (CPO): kotune cpo CONFIG.yaml [--key=value ...]",
+    training_config="trl.experimental.cpo:CPOConfig",
+    runner="kotune.stages.cpo:main",
+    data_formats=PAIRWISE,
+    kotune_keys=("max_prompt_length",),
+    choices=(("loss_type", ("sigmoid", "hinge", "ipo"),
+              "simpo and alphapo are SimPO's losses: run the recipe with kotune simpo (train/simpo.py)"),),
 ))
 register(Stage(
     name="kto",
@@ -106,6 +120,7 @@ register(Stage(
     training_config="trl:RewardConfig",
     runner="kotune.stages.rm:main",
     data_formats=PAIRWISE,
+    lora_task_type="SEQ_CLS",
     kotune_keys=("max_prompt_length",),
 ))
 register(Stage(
@@ -114,6 +129,6 @@ register(Stage(
     training_config="trl:GRPOConfig",
     runner="kotune.stages.grpo:main",
     data_formats=("prompt",),  # {prompt, answer?, speech_level?, ...}: the columns reach the rewards
-    kotune_keys=("reward_funcs",),
+    kotune_keys=("reward_funcs", "max_prompt_length", "system_prompt"),
     ranges=(("beta", ([0], None, "the KL weight; 0 (TRL's default) means no reference model")),),
 ))

@@ -10,6 +10,9 @@ float per completion, or None where it does not apply (TRL then leaves it out of
 - `speech_level`: the share of sentences that end in the register the row asks for (`speech_level`: 합쇼체 or
   해요체; 합쇼체 when the column is absent).
 
+- `think_answer_format` / `think_answer_tags`: the <think>/<answer> layout, whole (1.0) or a quarter per tag found
+  once; open-r1's recipes call them `format` and `tag_count`.
+
 TRL's own rewards (`trl.rewards`), as open-r1 and TRL recipes name them, sit beside these and are imported only when a
 run resolves them (reading a config must not import TRL):
 - `accuracy_reward`: 1.0 when the completion's LaTeX answer (\\boxed{} first) equals the row's `solution` under
@@ -21,6 +24,7 @@ run resolves them (reading a config must not import TRL):
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import importlib.util
 import re
@@ -88,7 +92,24 @@ def speech_level(completions, speech_level=None, **_) -> list[float]:
 
 
 # name -> the reward, or "module:function" where it is imported when a run resolves it (TRL's: heavy to import)
+THINK_ANSWER = re.compile(r"<think>\n.*?\n</think>\n<answer>\n.*?\n</answer>", re.DOTALL)
+TAGS = ("<think>\n", "\n</think>\n", "\n<answer>\n", "\n</answer>")
+
+
+def think_answer_format(completions, **_) -> list[float]:
+    """1.0 when the whole completion is a <think> block and then an <answer> block, each tag on its own line (the
+    layout open-r1's GRPO system prompt asks for; its `format`)."""
+    return [1.0 if THINK_ANSWER.fullmatch(text_of(c).strip()) else 0.0 for c in completions]
+
+
+def think_answer_tags(completions, **_) -> list[float]:
+    """A quarter point for each of the four tags of that layout that appears exactly once (open-r1's `tag_count`):
+    a gradient toward the format before a completion gets all of it right."""
+    return [float(sum(0.25 for tag in TAGS if text_of(c).count(tag) == 1)) for c in completions]
+
+
 REWARDS: dict[str, Callable | str] = {
+    "think_answer_format": think_answer_format, "think_answer_tags": think_answer_tags,
     "exact_answer": exact_answer, "hangul_share": hangul_share, "speech_level": speech_level,
     "accuracy_reward": "trl.rewards:accuracy_reward",
     "reasoning_accuracy_reward": "trl.rewards:reasoning_accuracy_reward",
@@ -101,6 +122,22 @@ NEEDS_COLUMNS: dict[str, tuple[str, ...]] = {"exact_answer": ("answer",), "accur
 # The packages a shipped reward imports when it scores: (import name, what to pip install).
 NEEDS_PACKAGES: dict[str, tuple[str, str]] = {"accuracy_reward": ("math_verify", "math-verify"),
                                               "reasoning_accuracy_reward": ("math_verify", "math-verify")}
+
+
+def reward_config_problems(names) -> list[str]:
+    """What is wrong with a config's `reward_funcs`: none given, a name kotune and TRL do not ship, or a reward whose
+    package is missing. Imports nothing heavy."""
+    if not names:
+        return [f"reward_funcs: required, e.g. [exact_answer] (shipped: {', '.join(REWARDS)}; or module:function for "
+                "your own)"]
+    problems = []
+    for name in names if isinstance(names, list) else []:
+        if isinstance(name, str) and name not in REWARDS and ":" not in name:
+            near = difflib.get_close_matches(name, list(REWARDS), n=1, cutoff=0.6)
+            hint = f": did you mean {near[0]!r}?" if near else ""
+            problems.append(f"reward_funcs: '{name}' is not a shipped reward{hint} ({', '.join(REWARDS)}); write "
+                            "module:function for your own")
+    return problems + reward_problems(names)
 
 
 def reward_problems(names) -> list[str]:

@@ -32,13 +32,12 @@ def main(argv: list[str]) -> int:
 
     # --- tokenizer and prompt format -----------------------------------------------------------------------
     from kotune.models.loading import load_model_config, load_tokenizer
-    from kotune.data.prompt_formats import install_template, resolve_format
+    from kotune.data.prompt_formats import prepare_chat_tokenizer
 
     base_config = load_model_config(model_args.model_name_or_path, model_args.trust_remote_code,
                                     model_args.model_revision)
     tokenizer = load_tokenizer(model_args.model_name_or_path, model_args.trust_remote_code, model_args.model_revision)
-    install_template(tokenizer, resolve_format(cfg.kotune.prompt_format, base_config.model_type,
-                                               model_args.model_name_or_path, tokenizer))
+    prepare_chat_tokenizer(tokenizer, cfg, base_config.model_type, model_args.model_name_or_path)
 
     # --- data -----------------------------------------------------------------------------------------------
     from kotune.data.epochs import EpochVariantCollator, SetEpoch, merge_variants

@@ -4,7 +4,7 @@
     accelerate launch train/simpo.py configs/simpo/polyglot-ko-tiny-demo.yaml [--key=value ...]
 
 kotune sets `loss_type: simpo` and `cpo_alpha: 0` (pure SimPO) when they are unset; `cpo_alpha > 0` adds CPO's NLL
-term on the chosen answer, and `loss_type: sigmoid` is plain CPO.
+term on the chosen answer. CPO itself (`loss_type: sigmoid`) is its own stage, `kotune cpo`, on the same trainer.
 """
 
 from __future__ import annotations

@@ -37,14 +37,14 @@ def run_data_report(argv: list[str], out_dir: str | None = None) -> int:
     cfg = build_config(raw, stage="sft", source=path)
 
     from kotune.data.prepare import prepare_sft_data
-    from kotune.data.prompt_formats import install_template, resolve_format
+    from kotune.data.prompt_formats import prepare_chat_tokenizer
     from kotune.data.report import build_report, format_report, plot_lengths
     from kotune.models.loading import load_model_config, load_tokenizer
 
     m = cfg.model
     model_type = load_model_config(m.model_name_or_path, m.trust_remote_code, m.model_revision).model_type
     tokenizer = load_tokenizer(m.model_name_or_path, m.trust_remote_code, m.model_revision)
-    install_template(tokenizer, resolve_format(cfg.kotune.prompt_format, model_type, m.model_name_or_path, tokenizer))
+    prepare_chat_tokenizer(tokenizer, cfg, model_type, m.model_name_or_path)
     variants, eval_dataset, sources, hit = prepare_sft_data(cfg, tokenizer, loaded)
     report = build_report(cfg, tokenizer, variants, sources)
     report["cache_hit"] = hit

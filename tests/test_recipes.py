@@ -1,0 +1,151 @@
+"""Recipes in the shape of TRL, alignment-handbook, open-r1 and SimPO run with only their paths changed: every data
+key maps onto kotune's mixture, old names are aliases, other projects' keys are named as ignored, and two of them
+train on a tiny model."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO, run_sft_inprocess, write_config
+from kotune.config.validation import build_config
+
+RECIPES = sorted((REPO / "tests" / "fixtures" / "recipes").glob("*.yaml"))
+
+CHATS = [{"messages": [{"role": "user", "content": f"{city}의 대표 음식을 하나 알려 주세요."},
+                       {"role": "assistant", "content": f"{city}에서는 {food}을(를) 꼭 드셔 보세요."}]}
+         for city, food in [("전주", "비빔밥"), ("부산", "돼지국밥"), ("춘천", "닭갈비"), ("안동", "찜닭"),
+                            ("속초", "오징어순대"), ("대구", "막창"), ("광주", "떡갈비"), ("제주", "고기국수")]]
+PAIRS = [{"prompt": f"{q}", "chosen": f"{good}", "rejected": f"{bad}"}
+         for q, good, bad in [("인사말을 정중하게 써 주세요.", "안녕하십니까. 만나 뵙게 되어 반갑습니다.", "ㅎㅇ"),
+                              ("감사 인사를 써 주세요.", "도와주셔서 진심으로 감사드립니다.", "ㄱㅅ"),
+                              ("사과 문장을 써 주세요.", "불편을 드려 정말 죄송합니다.", "ㅈㅅ"),
+                              ("축하 인사를 써 주세요.", "합격을 진심으로 축하드립니다.", "ㅊㅋ"),
+                              ("작별 인사를 써 주세요.", "그동안 감사했습니다. 건강히 지내십시오.", "ㅂㅂ"),
+                              ("안부를 물어 주세요.", "요즘 어떻게 지내고 계신지 궁금합니다.", "ㅇㄷ")]]
+UNPAIRED = [{"prompt": p["prompt"], "completion": answer, "label": label}
+            for p in PAIRS for answer, label in ((p["chosen"], True), (p["rejected"], False))]
+PROBLEMS = [{"problem": f"{a} 더하기 {b}는 얼마입니까?", "solution": f"${a + b}$"} for a, b in
+            [(3, 4), (12, 30), (7, 8), (25, 17), (9, 9), (40, 2)]]
+ROWS = {"sft": CHATS, "dpo": PAIRS, "orpo": PAIRS, "simpo": PAIRS, "cpo": PAIRS, "rm": PAIRS, "kto": UNPAIRED,
+        "grpo": PROBLEMS}
+
+
+def stage_of(path: Path) -> str:
+    return re.search(r"^# stage: (\w+)", path.read_text(encoding="utf-8"), re.M).group(1)
+
+
+def local_dataset(root: Path, hub_id: str, rows: list[dict]) -> str:
+    """A Hub dataset as a local dir, one file per split: any split asked for exists (train/test halves)."""
+    folder = root / hub_id.replace("/", "__")
+    folder.mkdir(parents=True, exist_ok=True)
+    return str(folder)
+
+
+def write_split(folder: str, split: str, rows: list[dict]) -> None:
+    half = len(rows) // 2
+    part = rows if "test" not in split else rows[half:]
+    with open(Path(folder) / f"{split}.jsonl", "w", encoding="utf-8") as f:
+        f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in part)
+
+
+def localize(raw: dict, stage: str, root: Path, model_dir: Path) -> dict:
+    """Only paths change: the model, the output dir, and each Hub dataset (with its subset) becomes a local dir."""
+    raw = {**raw, "model_name_or_path": str(model_dir), "output_dir": str(root / "out")}
+    rows = ROWS[stage]
+
+    def local(hub_id: str, splits) -> str:
+        folder = local_dataset(root / "data", hub_id, rows)
+        for split in splits:
+            write_split(folder, split, rows)
+        return folder
+
+    if "dataset_name" in raw:
+        raw.pop("dataset_config", None)
+        raw["dataset_name"] = local(raw["dataset_name"], [raw.get("dataset_train_split", "train"),
+                                                          raw.get("dataset_test_split", "test")])
+    for key, id_key, subset in (("dataset_mixture", "id", "config"), ("datasets", "path", "name")):
+        holder = raw.get(key)
+        sources = holder.get("datasets") if isinstance(holder, dict) else holder
+        if isinstance(sources, list):
+            raw[key] = {**holder, "datasets": []} if isinstance(holder, dict) else []
+            for source in sources:
+                source = {k: v for k, v in source.items() if k != subset}
+                source[id_key] = local(source[id_key], [source.get("split", "train")])
+                (raw[key]["datasets"] if isinstance(holder, dict) else raw[key]).append(source)
+    if "dataset_mixer" in raw:
+        splits = raw.get("dataset_splits", ["train", "test"])
+        raw["dataset_mixer"] = {local(name, splits): share for name, share in raw["dataset_mixer"].items()}
+    return raw
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.stem)
+def test_recipe_validates_with_only_paths_changed(path, tiny_bases, tmp_path, caplog):
+    stage = stage_of(path)
+    raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    with caplog.at_level(logging.INFO, logger="kotune.config"):
+        cfg = build_config(localize(raw, stage, tmp_path, tiny_bases["llama"]), stage=stage, source=str(path))
+    notes = "\n".join(r.getMessage() for r in caplog.records)
+    from kotune.config.recipes import IGNORED
+
+    for key in raw:
+        if key in IGNORED:
+            assert f"{key}: ignored" in notes, key  # every ignored key is named
+    sources = cfg.kotune.dataset_mixture.datasets
+    assert sources and all(Path(s.id).is_dir() for s in sources)
+
+
+def test_handbook_mixture_keys_take_effect(tiny_bases, tmp_path):
+    raw = yaml.safe_load((REPO / "tests/fixtures/recipes/handbook-sft-full.yaml").read_text(encoding="utf-8"))
+    cfg = build_config(localize(raw, "sft", tmp_path, tiny_bases["llama"]), stage="sft")
+    kot, args = cfg.kotune, cfg.training
+    assert kot.eval_split_size == 4 and [s.split for s in kot.dataset_mixture.datasets] == ["train_sft", "test_sft"]
+    assert all(s.columns == ["messages"] and s.format is None for s in kot.dataset_mixture.datasets)
+    assert kot.chat_template == raw["chat_template"]
+    assert args.warmup_steps == 0.1 and args.max_length == 2048 and cfg.model.dtype == "bfloat16"
+    assert cfg.model.attn_implementation in ("sdpa", "flash_attention_2")  # sdpa where flash-attn is missing
+
+
+def test_simpo_recipe_reads_gamma_as_the_simpo_repository_means_it(tiny_bases, tmp_path):
+    raw = yaml.safe_load((REPO / "tests/fixtures/recipes/simpo-gemma-style.yaml").read_text(encoding="utf-8"))
+    cfg = build_config(localize(raw, "simpo", tmp_path, tiny_bases["llama"]), stage="simpo")
+    args = cfg.training
+    assert (args.loss_type, args.beta, args.simpo_gamma, args.cpo_alpha) == ("simpo", 10, 5.0, 0.0)
+    sources = cfg.kotune.dataset_mixture.datasets
+    assert [(s.split, s.eval) for s in sources] == [("train", False), ("test", True)]  # dataset_splits
+
+
+def test_open_r1_grpo_keys_take_effect(tiny_bases, tmp_path):
+    raw = yaml.safe_load((REPO / "tests/fixtures/recipes/openr1-grpo-code.yaml").read_text(encoding="utf-8"))
+    cfg = build_config(localize(raw, "grpo", tmp_path, tiny_bases["llama"]), stage="grpo")
+    kot = cfg.kotune
+    assert kot.reward_funcs == ["accuracy_reward", "think_answer_format"] and kot.max_prompt_length == 2000
+    assert kot.system_prompt.startswith("먼저 <think>") and cfg.training.scale_rewards == "none"
+    assert kot.dataset_mixture.datasets[0].columns == {"prompt": "problem"}
+    assert cfg.training.hub_revision == "v01.00"
+
+
+def test_trl_fraction_is_a_share_of_the_mixture(tiny_bases, tmp_path):
+    raw = yaml.safe_load((REPO / "tests/fixtures/recipes/trl-kto-datasets.yaml").read_text(encoding="utf-8"))
+    cfg = build_config(localize(raw, "kto", tmp_path, tiny_bases["llama"]), stage="kto")
+    assert [s.share for s in cfg.kotune.dataset_mixture.datasets] == [0.7, 0.3]
+
+
+def test_conflicts_and_wrong_values_are_refused_by_name(tiny_bases, tmp_path):
+    from kotune.errors import ConfigError
+
+    base = localize(yaml.safe_load((REPO / "tests/fixtures/recipes/trl-cli-sft.yaml").read_text(encoding="utf-8")),
+                    "sft", tmp_path, tiny_bases["llama"])
+    for extra, needle in [({"max_seq_length": 64, "max_length": 64}, "max_seq_length and max_length are both set"),
+                          ({"assistant_only_loss": False}, "assistant_only_loss: false would train on the user"),
+                          ({"dataset_mixture": {"datasets": [{"id": "x.jsonl"}]}}, "dataset_name and dataset_mixture"),
+                          ({"chat_template": "{{ x }}", "prompt_format": "komt"}, "both choose the template"),
+                          ({"warmup_ratio": 3}, "warmup_ratio: 3 must be a ratio")]:
+        with pytest.raises(ConfigError) as info:
+            build_config({**base, **extra}, stage="sft")
+        assert needle in str(info.value), (extra, str(info.value))
