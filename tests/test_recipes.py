@@ -41,7 +41,7 @@ def stage_of(path: Path) -> str:
 
 
 def local_dataset(root: Path, hub_id: str, rows: list[dict]) -> str:
-    """A Hub dataset as a local dir, one file per split: any split asked for exists (train/test halves)."""
+    """A Hub dataset as a local dir, one file per split (test splits get the second half of the rows)."""
     folder = root / hub_id.replace("/", "__")
     folder.mkdir(parents=True, exist_ok=True)
     return str(folder)
@@ -49,7 +49,7 @@ def local_dataset(root: Path, hub_id: str, rows: list[dict]) -> str:
 
 def write_split(folder: str, split: str, rows: list[dict]) -> None:
     half = len(rows) // 2
-    part = rows if "test" not in split else rows[half:]
+    part = rows[half:] if "test" in split else rows[:half]
     with open(Path(folder) / f"{split}.jsonl", "w", encoding="utf-8") as f:
         f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in part)
 
@@ -149,3 +149,84 @@ def test_conflicts_and_wrong_values_are_refused_by_name(tiny_bases, tmp_path):
         with pytest.raises(ConfigError) as info:
             build_config({**base, **extra}, stage="sft")
         assert needle in str(info.value), (extra, str(info.value))
+
+
+def test_no_source_loses_or_repeats_a_row_without_weights():
+    """Every KIT-19 raw fixture in one mixture with no weights: each source gives each of its rows exactly once
+    (the old share rule turned files of 8, 6 and 6 rows into 7, 7 and 7)."""
+    from kotune.config.schema import DatasetMixture, DatasetSource
+    from kotune.data.mixture import draw
+
+    raw = REPO / "tests" / "fixtures" / "kit19_raw"
+    files = {"nsmc": "nsmc/ratings_train.txt", "kornli": "kornli/xnli.dev.ko.tsv", "korsts": "korsts/sts-dev.tsv",
+             "unsmile": "unsmile/unsmile_valid_v1.0.tsv", "hatescore": "hatescore/HateScore.csv",
+             "apeach": "apeach/test.csv", "kobest_copa": "kobest/COPA/train.tsv", "sae4k": "sae4k/sae4k_v1.txt",
+             "question_pair": "question_pair/kor_pair_train.csv", "lbox_summarization": "lbox/train.jsonl"}
+    mixture = DatasetMixture(datasets=[DatasetSource(id=str(raw / f), format=f"kit19/{t}") for t, f in files.items()],
+                             seed=7)
+    _, drawn, _ = draw(mixture)
+    sizes = {rows.source.format: len(rows.records) for rows, _ in drawn}
+    assert len(set(sizes.values())) > 1  # the files differ in size, so a share rule would move rows
+    for rows, picks in drawn:
+        assert sorted(p.index for p in picks) == list(range(len(rows.records))), rows.source.format
+
+
+def test_format_is_inferred_from_the_columns_and_logged(tmp_path, caplog):
+    from kotune.config.schema import DatasetMixture, DatasetSource
+    from kotune.data.mixture import load_all
+    from kotune.errors import KotuneError
+
+    chats, pairs = tmp_path / "chats.jsonl", tmp_path / "pairs.jsonl"
+    chats.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in CHATS), encoding="utf-8")
+    pairs.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in PAIRS), encoding="utf-8")
+    mixture = DatasetMixture(datasets=[DatasetSource(id=str(chats)), DatasetSource(id=str(pairs))])
+    mixture.formats = ("preference", "chat", "instruction")
+    with caplog.at_level(logging.INFO):
+        loaded = load_all(mixture)
+    assert [rows.source.format for rows in loaded] == ["chat", "preference"]
+    assert "format chat, inferred from its columns ['messages']" in caplog.text
+    grpo = DatasetMixture(datasets=[DatasetSource(id=str(chats))])
+    grpo.formats = ("prompt",)  # GRPO reads prompts: chat rows fit no format it reads
+    with pytest.raises(KotuneError, match="fit none this stage reads"):
+        load_all(grpo)
+
+
+def test_chat_template_path_trains_and_is_saved_byte_for_byte(tiny_bases, tmp_path):
+    """A TRL recipe with chat_template_path, 2 steps: the template it encoded with is the one saved and served."""
+    template = ("{% for m in messages %}{% if m['role'] == 'user' %}{{ '<|사용자|>\n' + m['content'] + '\n' }}"
+                "{% elif m['role'] == 'assistant' %}{{ '<|도우미|>\n' + m['content'] + eos_token + '\n' }}{% endif %}"
+                "{% endfor %}{% if add_generation_prompt %}{{ '<|도우미|>\n' }}{% endif %}")
+    jinja = tmp_path / "ko_chat.jinja"
+    jinja.write_bytes(template.encode("utf-8"))
+    raw = yaml.safe_load((REPO / "tests/fixtures/recipes/trl-cli-sft.yaml").read_text(encoding="utf-8"))
+    cfg = {**localize(raw, "sft", tmp_path, tiny_bases["llama"]), "chat_template_path": str(jinja), "max_steps": 2,
+           "per_device_train_batch_size": 4, "dtype": "float32"}
+    assert run_sft_inprocess(write_config(tmp_path / "c.yaml", cfg)) == 0
+    out = tmp_path / "out"
+    assert (out / "chat_template.jinja").read_bytes() == jinja.read_bytes()
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(out)
+    prompt = tok.apply_chat_template(CHATS[0]["messages"][:1], tokenize=False, add_generation_prompt=True)
+    assert prompt == f"<|사용자|>\n{CHATS[0]['messages'][0]['content']}\n<|도우미|>\n"
+    state = json.loads((out / "trainer_state.json").read_text())
+    assert state["global_step"] == 2
+
+
+def test_simpo_recipe_trains_two_steps(tiny_bases, tmp_path):
+    """The SimPO repository's recipe shape (dataset_mixer, gamma_beta_ratio, evaluation_strategy...) trains."""
+    from safetensors.torch import load_file
+
+    from helpers import run_stage_script
+
+    raw = yaml.safe_load((REPO / "tests/fixtures/recipes/simpo-gemma-style.yaml").read_text(encoding="utf-8"))
+    cfg = {**localize(raw, "simpo", tmp_path, tiny_bases["llama"]), "max_steps": 2, "eval_steps": 2,
+           "per_device_train_batch_size": 2, "gradient_accumulation_steps": 1, "learning_rate": 1.0e-3,
+           "max_length": 128, "max_prompt_length": 64, "report_to": []}
+    assert run_stage_script("simpo", write_config(tmp_path / "simpo.yaml", cfg)) == 0
+    out = tmp_path / "out"
+    state = json.loads((out / "trainer_state.json").read_text())
+    assert state["global_step"] == 2 and any("eval_loss" in h for h in state["log_history"])
+    start = load_file(tiny_bases["llama"] / "model.safetensors")
+    trained = load_file(out / "model.safetensors")
+    assert any(not (trained[k] == start[k]).all() for k in trained if k in start)

@@ -90,10 +90,10 @@ def _aliases(out: Translation, valid: set[str]) -> None:
     for old, new in ALIASES.items():
         if old not in out.raw or old in valid:
             continue
+        value = out.raw.pop(old)
         if new in out.raw:
             out.problems.append(f"{old} and {new} are both set: {old} is the old name of {new}; keep {new}")
             continue
-        value = out.raw.pop(old)
         if old == "warmup_ratio" and not (isinstance(value, (int, float)) and 0 <= value < 1):
             out.problems.append(f"warmup_ratio: {value!r} must be a ratio in [0, 1) (or write warmup_steps)")
             continue

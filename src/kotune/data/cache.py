@@ -18,7 +18,7 @@ from pathlib import Path
 
 from datasets import Dataset, load_from_disk
 
-from kotune.data.sources import local_file
+from kotune.data.sources import source_path
 from kotune.records import file_sha256
 
 logger = logging.getLogger(__name__)
@@ -51,7 +51,7 @@ def cache_key(mixture, tokenizer, settings: dict) -> str:
     sources = []
     for src in mixture.datasets:
         entry = dataclasses.asdict(src)
-        path = local_file(src)[0]
+        path = source_path(src)
         entry["content"] = file_sha256(path) if path is not None else f"hub:{src.id}"
         sources.append(entry)
     material = {"sources": sources, "seed": mixture.seed, "tokenizer": _tokenizer_fingerprint(tokenizer),

@@ -18,7 +18,7 @@ from collections import Counter
 from dataclasses import dataclass, replace
 
 from kotune.config.schema import DatasetMixture
-from kotune.data.sources import SourceRows, load_source, local_file
+from kotune.data.sources import SourceRows, load_source, source_path
 from kotune.errors import KotuneError
 
 logger = logging.getLogger(__name__)
@@ -132,7 +132,7 @@ def draw(mixture: DatasetMixture, strict: bool = False, eval_split_size: float |
 
 def _same_data(a, b) -> bool:
     """Whether two sources read the same rows: one file (however spelled), or one Hub id, subset and split."""
-    pa, pb = local_file(a)[0], local_file(b)[0]
+    pa, pb = source_path(a), source_path(b)
     if pa is not None or pb is not None:
         return pa is not None and pb is not None and os.path.samefile(pa, pb)
     return (a.id, a.config, a.split or "train") == (b.id, b.config, b.split or "train")

@@ -32,7 +32,7 @@ def build_preference_data(mixture: DatasetMixture, tokenizer, max_length: int | 
     plain text, so under auto the prompts are non-thinking ones."""
     template_kwargs(tokenizer.chat_template, thinking, tokenizer.name_or_path)  # on/off without a switch: refused
     for src in mixture.datasets:
-        if src.format != "preference":
+        if src.format not in (None, "preference"):  # None: inferred from the columns when read
             raise KotuneError(f"dataset '{src.id}': preference training needs format: preference "
                               f"({{prompt, chosen, rejected}}), not '{src.format}'")
     return assemble(mixture, strict, eval_split_size, "preference dataset",

@@ -92,6 +92,18 @@ def local_file(source: DatasetSource) -> tuple[Path | None, str | None]:
     return None, None
 
 
+def source_path(source: DatasetSource) -> Path | None:
+    """The file on disk a source reads (a raw KIT-19 file, or a split's file in a dataset dir), or None for a Hub id:
+    for comparing sources and fingerprinting their content."""
+    folder = Path(source.id).expanduser()
+    if folder.is_dir() and not FILE_BUILDERS.get(folder.suffix.lower()):
+        try:
+            return split_file(source, folder)[0]
+        except KotuneError:
+            return None
+    return find_local(source.id)
+
+
 def split_file(source: DatasetSource, folder: Path) -> tuple[Path, str]:
     """The file of the source's split (default train) in a local dataset dir."""
     split = source.split or "train"
