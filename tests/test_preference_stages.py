@@ -106,7 +106,7 @@ def test_grpo_raises_the_speech_level_reward(preference_sft, tmp_path):
 
 
 @pytest.mark.parametrize("method", ["full", "qlora4"])
-@pytest.mark.parametrize("stage", ["orpo", "simpo", "kto", "rm", "grpo"])
+@pytest.mark.parametrize("stage", ["orpo", "simpo", "cpo", "kto", "rm", "grpo"])
 def test_every_stage_trains_from_a_base_full_or_qlora(stage, method, tiny_bases, tmp_path):
     """From a plain base: full weights (reference-free stages hold no second copy) or LoRA on a 4-bit NF4 base;
     the saved model or adapter is what the method promises."""
@@ -143,7 +143,7 @@ def test_every_stage_is_in_launch_sh_and_sweeps(tmp_path):
     from conftest import REPO
     from kotune.tools.sweep_file import load_sweep
 
-    for stage in ("orpo", "simpo", "kto", "rm", "grpo"):
+    for stage in ("orpo", "simpo", "cpo", "kto", "rm", "grpo"):
         demo = f"configs/{stage}/polyglot-ko-tiny-demo.yaml"
         proc = subprocess.run([str(REPO / "launch.sh"), stage, demo, "--dry-run"], cwd=REPO, capture_output=True,
                               text=True, timeout=60)
@@ -155,7 +155,8 @@ def test_every_stage_is_in_launch_sh_and_sweeps(tmp_path):
 
 
 # GRPO (generation inside training) in the default suite; the other stages' launches are `make test-slow` (25 s each)
-@pytest.mark.parametrize("stage", [*(pytest.param(s, marks=pytest.mark.slow) for s in ("orpo", "simpo", "kto", "rm")),
+@pytest.mark.parametrize("stage", [*(pytest.param(s, marks=pytest.mark.slow) for s in ("orpo", "simpo", "cpo", "kto",
+                                                                                      "rm")),
                                    "grpo"])
 def test_demo_recipe_trains_through_accelerate_launch(stage, preference_sft, tmp_path):
     """`accelerate launch train/<stage>.py configs/<stage>/polyglot-ko-tiny-demo.yaml`, two CPU processes, on the

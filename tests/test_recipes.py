@@ -230,3 +230,12 @@ def test_simpo_recipe_trains_two_steps(tiny_bases, tmp_path):
     start = load_file(tiny_bases["llama"] / "model.safetensors")
     trained = load_file(out / "model.safetensors")
     assert any(not (trained[k] == start[k]).all() for k in trained if k in start)
+
+
+def test_eos_token_outside_the_vocabulary_is_one_error_before_anything_is_written(tiny_bases, tmp_path, capsys):
+    raw = yaml.safe_load((REPO / "tests/fixtures/recipes/trl-cli-sft.yaml").read_text(encoding="utf-8"))
+    cfg = {**localize(raw, "sft", tmp_path, tiny_bases["llama"]), "eos_token": "<|없는_토큰|>", "max_steps": 2}
+    assert run_sft_inprocess(write_config(tmp_path / "c.yaml", cfg)) == 2
+    err = capsys.readouterr().err
+    assert "eos_token: '<|없는_토큰|>' is not in the vocabulary" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()

@@ -8,7 +8,7 @@ from enum import Enum
 from pathlib import Path
 
 STAGES = {"sft": "지도 미세조정 (SFT)", "dpo": "DPO (직접 선호 최적화)", "orpo": "ORPO (odds-ratio 선호 최적화)",
-          "simpo": "SimPO (참조 모델 없는 선호 최적화)", "kto": "KTO (비쌍 선호 최적화)",
+          "simpo": "SimPO (참조 모델 없는 선호 최적화)", "cpo": "CPO (대조 선호 최적화)", "kto": "KTO (비쌍 선호 최적화)",
           "rm": "보상 모델 (reward model)", "grpo": "GRPO (보상 기반 강화학습)"}
 TRAINING_KEYS = ("learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size",
                  "gradient_accumulation_steps", "max_length", "lr_scheduler_type", "warmup_steps", "weight_decay",

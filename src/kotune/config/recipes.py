@@ -274,6 +274,10 @@ def _training_flags(out: Translation, stage: str) -> None:
             raw.pop("assistant_only_loss")
             out.problems.append("assistant_only_loss: false would train on the user turns too; kotune trains on "
                                 "the answers only: remove the key")
+    if "system_prompt" in raw and stage != "grpo":
+        raw.pop("system_prompt")
+        out.notes.append("system_prompt: ignored (open-r1 hands it to its benchmark jobs after SFT; in kotune it "
+                         "steers GRPO prompts, and SFT rows carry their own system turns)")
     rewards = raw.get("reward_funcs")
     if stage == "grpo" and isinstance(rewards, list):
         mapped = [OPEN_R1_REWARDS.get(r, r) if isinstance(r, str) else r for r in rewards]

@@ -45,7 +45,7 @@ class SourceRows:
     dropped: Counter = field(default_factory=Counter)
     to_messages: Callable = field(default=as_is)
     templated: bool = False
-    requested: int = 0  # rows the mixture drew from this source (its weight's share)
+    requested: int = 0  # rows the mixture drew from this source (its weight × its rows, or its share)
     answer_of: Callable = field(default=lambda record: None)  # a labelled task's answer, for the label report
     normalized: int = 0  # rows whose text (or column names) changed under NFC
 
