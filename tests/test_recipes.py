@@ -227,6 +227,7 @@ def test_simpo_recipe_trains_two_steps(tiny_bases, tmp_path):
     out = tmp_path / "out"
     state = json.loads((out / "trainer_state.json").read_text())
     assert state["global_step"] == 2 and any("eval_loss" in h for h in state["log_history"])
+    assert (out / "chat_template.jinja").read_text(encoding="utf-8") == raw["chat_template"]  # trained = saved
     start = load_file(tiny_bases["llama"] / "model.safetensors")
     trained = load_file(out / "model.safetensors")
     assert any(not (trained[k] == start[k]).all() for k in trained if k in start)
