@@ -10,7 +10,7 @@ from pathlib import Path
 
 from kotune.data.text_files import find_local
 
-LOCAL_SUFFIXES = (".json", ".jsonl", ".csv", ".tsv", ".parquet")
+LOCAL_SUFFIXES = (".json", ".jsonl", ".csv", ".tsv", ".parquet", ".txt")
 
 
 def is_local_path(name: str) -> bool:

@@ -52,7 +52,10 @@ def cache_key(mixture, tokenizer, settings: dict) -> str:
     for src in mixture.datasets:
         entry = dataclasses.asdict(src)
         path = source_path(src)
-        entry["content"] = file_sha256(path) if path is not None else f"hub:{src.id}"
+        if path is not None and path.is_dir():  # a corpus of .txt files: each file's content
+            entry["content"] = {str(f.relative_to(path)): file_sha256(f) for f in sorted(path.rglob("*.txt"))}
+        else:
+            entry["content"] = file_sha256(path) if path is not None else f"hub:{src.id}"
         sources.append(entry)
     material = {"sources": sources, "seed": mixture.seed, "tokenizer": _tokenizer_fingerprint(tokenizer),
                 "code": _code_fingerprint(), "settings": settings}

@@ -63,7 +63,7 @@ def infer_format(columns: list[str], allowed: tuple[str, ...] = ()) -> str | Non
     >>> infer_format(["prompt", "solution"], ("prompt",))
     'prompt'
     """
-    for fmt in ("preference", "unpaired", "chat", "sharegpt", "instruction", "prompt"):
+    for fmt in ("preference", "unpaired", "chat", "sharegpt", "instruction", "prompt", "text"):
         if (not allowed or fmt in allowed) and all(c in columns for c in NEEDS[fmt]):
             return fmt
     return None
@@ -72,11 +72,11 @@ def infer_format(columns: list[str], allowed: tuple[str, ...] = ()) -> str | Non
 # The columns each format needs, and what a file in that format looks like (for "use format: X" hints).
 NEEDS = {"instruction": ("instruction", "output"), "chat": ("messages",), "sharegpt": ("conversations",),
          "preference": ("prompt", "chosen", "rejected"), "unpaired": ("prompt", "completion", "label"),
-         "prompt": ("prompt",)}
+         "prompt": ("prompt",), "text": ("text",)}
 SFT_FORMATS = {"instruction", "chat", "sharegpt"}
 LOOKS_LIKE = {"chat": "OpenAI-style messages", "sharegpt": "ShareGPT conversations",
               "instruction": "instruction rows", "preference": "preference pairs",
-              "unpaired": "unpaired (KTO) rows"}
+              "unpaired": "unpaired (KTO) rows", "text": "raw text (a text column)"}
 
 
 def wrong_format(fmt: str, columns: list[str]) -> str | None:
@@ -282,8 +282,19 @@ def prompt_to_record(row: dict) -> tuple[dict | None, str | None]:
     return {"prompt": prompt, **extra}, None
 
 
+def text_to_record(row: dict) -> tuple[str | None, str | None]:
+    """`{text}` (raw text for continued pretraining): the document, without the whitespace around it.
+
+    >>> text_to_record({"text": " 서울은 한국의 수도이다.\\n"}), text_to_record({"text": "  "})
+    (('서울은 한국의 수도이다.', None), (None, 'empty text'))
+    """
+    text, bad = _text(row, "text", True)
+    return (None, bad) if bad else (text.strip(), None)
+
+
 # name -> converter; a stage says which names it reads (kotune.stages.registry).
 CONVERTERS = {"instruction": instruction_to_messages, "chat": chat_to_messages, "sharegpt": sharegpt_to_messages,
-              "preference": preference_to_record, "unpaired": unpaired_to_record, "prompt": prompt_to_record}
+              "preference": preference_to_record, "unpaired": unpaired_to_record, "prompt": prompt_to_record,
+              "text": text_to_record}
 
 FORMAT_NAMES = tuple(CONVERTERS)

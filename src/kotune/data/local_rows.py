@@ -1,5 +1,5 @@
-"""Rows of a local JSON, JSON Lines, CSV or TSV file, read here rather than through `datasets`, so that a problem
-names its line and column instead of "An error occurred while generating the dataset".
+"""Rows of a local JSON, JSON Lines, CSV, TSV or plain-text file, read here rather than through `datasets`, so that a
+problem names its line and column instead of "An error occurred while generating the dataset".
 
 The bytes are decoded once (`text_files.decode`: encodings, bad bytes). A malformed JSON line, a line that is not
 an object, or a CSV line with more fields than the header is an error naming file, line and column under
@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from kotune.errors import KotuneError
 MALFORMED = "malformed JSON line"
 NOT_OBJECT = "JSON line that is not an object"
 LONG_CSV = "line with more fields than the header"
+BLANK_LINES = re.compile(r"\n(?:[^\S\n]*\n)+")  # a line break, then one or more lines of only spaces
 
 
 def read_local(path: Path, kind: str, label: str, encoding: str | None, strict: bool, limit: int | None = None,
@@ -33,6 +35,28 @@ def read_local(path: Path, kind: str, label: str, encoding: str | None, strict: 
     else:
         rows, columns, dropped = csv_rows(decoded.text, "\t" if kind == "tsv" else ",", label, strict, limit)
     return in_nfc(label, rows, columns, decoded.dropped + dropped, decoded.text)
+
+
+def txt_rows(paths: list[Path], label: str, encoding: str | None, strict: bool, documents: str = "file",
+             ) -> RowsRead:
+    """Plain .txt files as `{text}` rows (in NFC): each file one document (`documents: file`), or each block of
+    lines between blank lines one document (`documents: paragraphs`). Windows line ends (CRLF) are read as \\n.
+
+    >>> import tempfile, pathlib
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "wiki.txt"
+    >>> _ = path.write_bytes("서울은 수도이다.\\r\\n\\r\\n\\n부산은 항구 도시이다.\\n한강".encode())
+    >>> [row["text"] for row in txt_rows([path], "wiki.txt", None, False, "paragraphs").rows]
+    ['서울은 수도이다.', '부산은 항구 도시이다.\\n한강']
+    """
+    rows, dropped, texts = [], Counter(), []
+    for path in paths:
+        decoded = decode(path.read_bytes(), label if len(paths) == 1 else f"{label}/{path.name}", encoding, strict)
+        text = decoded.text.replace("\r\n", "\n")
+        dropped += decoded.dropped
+        texts.append(text)
+        parts = BLANK_LINES.split(text) if documents == "paragraphs" else [text]
+        rows += [{"text": part} for part in parts if documents == "file" or part.strip()]
+    return in_nfc(label, rows, ["text"], dropped, "\n".join(texts))
 
 
 def json_rows(text: str, lines_only: bool, label: str, strict: bool, limit: int | None = None,

@@ -79,12 +79,18 @@ class PaddingFreeCollator:
     >>> row = PaddingFreeCollator()([{"input_ids": [5, 6, 7], "labels": [-100, 6, 7]}, {"input_ids": [8, 9]}])
     >>> row["labels"], row["cu_seq_lens_q"], row["max_length_q"], row["seq_idx"]
     (tensor([[-100,    6,    7, -100,    9]]), tensor([0, 3, 5], dtype=torch.int32), 3, tensor([[0, 0, 0, 1, 1]], dtype=torch.int32))
+
+    A row that is itself a packed block (`seq_lengths`, as the pt stage's blocks of documents) keeps them apart:
+
+    >>> row = PaddingFreeCollator()([{"input_ids": [5, 6, 7, 8, 9], "seq_lengths": [3, 2]}])
+    >>> row["position_ids"], row["labels"]
+    (tensor([[0, 1, 2, 0, 1]]), tensor([[-100,    6,    7, -100,    9]]))
     """
 
     def __call__(self, examples: list[dict]) -> dict:
         import torch
 
-        lengths = [len(ex["input_ids"]) for ex in examples]
+        lengths = [n for ex in examples for n in ex.get("seq_lengths") or [len(ex["input_ids"])]]
         input_ids = torch.cat([torch.tensor(ex["input_ids"]) for ex in examples])[None]
         labels = torch.cat([torch.tensor(ex.get("labels", ex["input_ids"])) for ex in examples])[None]
         position_ids = torch.cat([torch.arange(n) for n in lengths])[None]

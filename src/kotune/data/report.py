@@ -16,6 +16,16 @@ from kotune.data.packing import useful_fraction
 
 logger = logging.getLogger(__name__)
 HANGUL = re.compile(r"[\uac00-\ud7a3]")
+LETTER = re.compile(r"[^\W\d_]")  # letters of any script (Hangul, Latin, Han, ...)
+
+
+def hangul_counts(text: str) -> tuple[int, int]:
+    """(Hangul syllables, letters of any script) in `text`; digits, spaces and punctuation are neither.
+
+    >>> hangul_counts("서울은 Seoul, 1394년")
+    (4, 9)
+    """
+    return len(HANGUL.findall(text)), len(LETTER.findall(text))
 
 
 def percentiles(values: list[int], qs=(50, 90, 99)) -> dict[str, int]:
@@ -79,6 +89,33 @@ def build_report(cfg, tokenizer, variants, sources: dict) -> dict:
         report["useful_token_fraction"]["bfd_bins"] = round(fill, 4)
         report["bfd_bins"] = bins
     return report
+
+
+def format_pt_report(report: dict) -> str:
+    """The pt stage's data report: documents and tokens per source, then the corpus (`pt_dataset.build_pt_data`)."""
+    lines = [f"{'source':48s} {'format':8s} {'avail':>7s} {'docs':>7s} {'tokens':>10s}  dropped"]
+    for sid, s in report["per_source"].items():
+        dropped = ", ".join(f"{k}: {v}" for k, v in s["dropped"].items()) or "-"
+        lines.append(f"{sid[-48:]:48s} {s['format']:8s} {s['available']:7d} {s['used']:7d} {s.get('tokens', 0):10d}  "
+                     f"{dropped}")
+        if s.get("nfc_normalized"):
+            lines.append(f"{'':48s}   NFC-normalized: {s['nfc_normalized']} documents")
+        if s.get("eval"):
+            lines.append(f"{'':48s}   eval: {s['eval']['used']} documents")
+    length = report["document_tokens"]
+    lines += [
+        f"documents: {report['documents']}  (eval documents: {report.get('eval', {}).get('documents', 0)})",
+        f"tokens: {report['tokens']} (EOS after each document); per document p50 {length.get('p50')} "
+        f"p90 {length.get('p90')} max {length.get('max')}",
+        f"tokens per Hangul syllable: {report['tokens_per_hangul_syllable']}",
+        f"Hangul share of letters: {100 * report['hangul_share']:.1f}% ({report['hangul_syllables']} syllables)",
+        f"documents longer than max_length {report['max_length']}: {report['documents_cut']} (cut into pieces; "
+        f"{report['pieces']} pieces in all)",
+    ]
+    if "blocks" in report:
+        lines.append(f"blocks of at most {report['max_length']} tokens: {report['blocks']}, "
+                     f"{100 * report['block_fill']:.1f}% full")
+    return "\n".join(lines)
 
 
 def plot_lengths(lengths: list[int], path: Path, max_length: int | None) -> None:

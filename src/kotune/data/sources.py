@@ -1,9 +1,9 @@
 """Read a source (local file or Hub id), rename columns, and turn rows into conversations.
 
-Local JSON/JSONL/CSV/TSV files are read by `local_rows` (encodings, and every problem named by line and column);
-Parquet files and Hub ids through `datasets`. All text, column names included, is NFC-normalized and the changed
-rows counted. Bad rows and lines are skipped and counted by reason, or raise with file and row (or line) under
-`strict: true`: nothing is trained on silently.
+Local JSON/JSONL/CSV/TSV and plain .txt files (or a dir of .txt files) are read by `local_rows` (encodings, and
+every problem named by line and column); Parquet files and Hub ids through `datasets`. All text, column names
+included, is NFC-normalized and the changed rows counted. Bad rows and lines are skipped and counted by reason, or
+raise with file and row (or line) under `strict: true`: nothing is trained on silently.
 """
 
 from __future__ import annotations
@@ -16,14 +16,15 @@ from typing import Callable
 
 from kotune.config.schema import DatasetSource
 from kotune.data.formats import CONVERTERS, infer_format, rename_columns, wrong_format
-from kotune.data.local_rows import read_local
+from kotune.data.local_rows import read_local, txt_rows
 from kotune.data.text_files import RowsRead, find_local, in_nfc
 from kotune.errors import KotuneError
 from kotune.data.prompt_formats import join_instruction
 
 logger = logging.getLogger(__name__)
 
-FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".tsv": "tsv", ".parquet": "parquet"}
+FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".tsv": "tsv", ".parquet": "parquet",
+                 ".txt": "txt"}
 
 
 def as_is(record, key: str, epoch: int):
@@ -57,6 +58,12 @@ def read_rows(source: DatasetSource, subset: str | None = None, split: str | Non
     With `streaming: true` only the first `limit` rows are read (a large Hub dataset is never downloaded whole).
     """
     path, builder = local_file(source)
+    if source.documents != "file" and builder != "txt":
+        raise KotuneError(f"dataset '{source.id}': documents: {source.documents} splits plain .txt files into "
+                          "documents; the rows of this source are documents already: remove documents")
+    if builder == "txt":
+        files = sorted(path.rglob("*.txt")) if path.is_dir() else [path]
+        return txt_rows(files, source.id, source.encoding, strict, source.documents)
     if builder in ("json", "csv", "tsv"):
         return read_local(path, builder, source.id, source.encoding, strict, limit if source.streaming else None)
     if source.encoding:
@@ -76,7 +83,7 @@ def read_rows(source: DatasetSource, subset: str | None = None, split: str | Non
 def local_file(source: DatasetSource) -> tuple[Path | None, str | None]:
     """(the local file a source names, its reader) or (None, None) for a Hub id; an NFC/NFD mismatch between the
     name given and the name on disk is resolved. A local dir is a dataset saved one file per split:
-    `<dir>/<split>.jsonl` (or .json/.csv/.tsv/.parquet)."""
+    `<dir>/<split>.jsonl` (or .json/.csv/.tsv/.parquet/.txt), or else a corpus of .txt files (the dir itself)."""
     path = Path(source.id).expanduser()
     builder = FILE_BUILDERS.get(path.suffix.lower())
     if builder is None and path.is_dir():
@@ -86,8 +93,9 @@ def local_file(source: DatasetSource) -> tuple[Path | None, str | None]:
         if found is None:
             raise KotuneError(f"dataset '{source.id}': file not found")
         if builder is None:
-            raise KotuneError(f"dataset '{source.id}': unknown file type; use .json, .jsonl, .csv, .tsv or .parquet "
-                              "(raw files of the KIT-19 sources are read as they are with format: kit19/<task>)")
+            raise KotuneError(f"dataset '{source.id}': unknown file type; use .json, .jsonl, .csv, .tsv, .parquet "
+                              "or .txt (raw files of the KIT-19 sources are read as they are with format: "
+                              "kit19/<task>)")
         return found, builder
     return None, None
 
@@ -105,14 +113,18 @@ def source_path(source: DatasetSource) -> Path | None:
 
 
 def split_file(source: DatasetSource, folder: Path) -> tuple[Path, str]:
-    """The file of the source's split (default train) in a local dataset dir."""
+    """The file of the source's split (default train) in a local dataset dir, or (the dir, "txt") for a dir of .txt
+    documents."""
     split = source.split or "train"
     for suffix, builder in FILE_BUILDERS.items():
         if (folder / f"{split}{suffix}").is_file():
             return folder / f"{split}{suffix}", builder
+    if next(folder.rglob("*.txt"), None) is not None:
+        return folder, "txt"  # a corpus: every .txt file below it, in name order
     present = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in FILE_BUILDERS)
     raise KotuneError(f"dataset '{source.id}': a local dir is read one file per split, and it has no {split}.jsonl "
-                      f"(or .json/.csv/.tsv/.parquet) for split '{split}'; its files: {present or 'none'}")
+                      f"(or .json/.csv/.tsv/.parquet) for split '{split}', nor .txt files; its files: "
+                      f"{present or 'none'}")
 
 
 def _open(source: DatasetSource, path: Path | None, subset: str | None, split: str):

@@ -64,6 +64,26 @@ def check_targets(model, targets) -> None:
                           f"{', '.join(linear_names(model))} (or leave lora_target_modules out for kotune's choice)")
 
 
+def check_modules_to_save(model, names) -> None:
+    """Every name in lora_modules_to_save must end a module's path, as PEFT matches it: PEFT skips a name that matches
+    nothing, and the embeddings or head the user asked to train would stay frozen without a word. The error names
+    this model's input embeddings and output head."""
+    if not names:
+        return
+    names = [names] if isinstance(names, str) else list(names)
+    paths = {module: name for name, module in model.named_modules()}
+    unknown = [n for n in names if not any(path.endswith(n) for path in paths.values())]
+    if unknown:
+        leaf = lambda module: paths.get(module, "?").rsplit(".", 1)[-1]  # noqa: E731
+        raise KotuneError(f"lora_modules_to_save: {', '.join(map(repr, unknown))} "
+                          f"{'matches' if len(unknown) == 1 else 'match'} no module of this "
+                          f"{getattr(model.config, 'model_type', 'model')} model. Its input embeddings are "
+                          f"'{leaf(model.get_input_embeddings())}' and its output head "
+                          f"'{leaf(model.get_output_embeddings())}': lora_modules_to_save: "
+                          f"[{leaf(model.get_input_embeddings())}, {leaf(model.get_output_embeddings())}] trains both "
+                          "in full beside the adapter")
+
+
 def attach_lora(model, model_args, training_args, reward_head: bool = False):
     """A trainable LoRA adapter: the user's targets, else the architecture's (GENERIC: every linear layer).
     `reward_head`: on a sequence-classification model, whose new score head trains in full beside the adapter."""
@@ -71,6 +91,7 @@ def attach_lora(model, model_args, training_args, reward_head: bool = False):
 
     spec = spec_for(getattr(model.config, "model_type", None))
     check_targets(model, model_args.lora_target_modules)
+    check_modules_to_save(model, model_args.lora_modules_to_save)
     moe.keep_native_targets()
     model = prepare_for_adapters(model, model_args, training_args)
     default = spec.targets()
@@ -94,8 +115,9 @@ def attach_lora(model, model_args, training_args, reward_head: bool = False):
         raise KotuneError(f"lora_target_modules: {err} This model's linear layers: "
                           f"{', '.join(linear_names(model))}") from None
     moe.check_router_untouched(model)
-    logger.info("LoRA on %s (%s): r=%d alpha=%d dropout=%s", spec.name, lora.target_modules, lora.r,
-                lora.lora_alpha, lora.lora_dropout)
+    logger.info("LoRA on %s (%s): r=%d alpha=%d dropout=%s%s", spec.name, lora.target_modules, lora.r,
+                lora.lora_alpha, lora.lora_dropout,
+                f"; trained in full beside it: {', '.join(lora.modules_to_save)}" if lora.modules_to_save else "")
     moe.log_moe_adapter(model, lora.target_parameters)
     trainable, total = model.get_nb_trainable_parameters()
     logger.info("trainable parameters: %s of %s (%.2f%%)", f"{trainable:,}", f"{total:,}", 100 * trainable / total)

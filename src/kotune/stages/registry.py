@@ -64,6 +64,7 @@ register(Stage(
     training_config="trl:SFTConfig",
     runner="kotune.stages.sft:main",
     data_formats=("instruction", "chat", "sharegpt", "kit19/"),
+    kotune_keys=("eeve_stage", "embedding_learning_rate"),
     evaluates_after=True,
 ))
 PAIRWISE = ("preference",)  # {prompt, chosen, rejected}
@@ -131,4 +132,12 @@ register(Stage(
     data_formats=("prompt",),  # {prompt, answer?, speech_level?, ...}: the columns reach the rewards
     kotune_keys=("reward_funcs", "max_prompt_length", "system_prompt"),
     ranges=(("beta", ([0], None, "the KL weight; 0 (TRL's default) means no reference model")),),
+))
+register(Stage(
+    name="pt",
+    summary="continued pretraining on raw text, every token trained: kotune pt CONFIG.yaml [--key=value ...]",
+    training_config="trl:SFTConfig",
+    runner="kotune.stages.pt:main",
+    data_formats=("text",),
+    kotune_keys=("eeve_stage", "embedding_learning_rate"),
 ))
