@@ -57,6 +57,11 @@ class DatasetSource:
         metadata={"help": "Read the source lazily (large Hub datasets): only max_samples rows (5,000 for kit19/*, "
                           "else all) are fetched."},
     )
+    documents: Literal["file", "paragraphs"] = field(
+        default="file",
+        metadata={"help": "Plain .txt sources of the pt stage: a whole file is one document (file), or each block "
+                          "between blank lines is one (paragraphs)."},
+    )
     encoding: str | None = field(
         default=None,
         metadata={"help": "Text encoding of a local CSV/TSV/JSON/JSONL file that is not UTF-8: cp949 (EUC-KR, as "
@@ -116,6 +121,18 @@ class KotuneArguments:
                           "reasoning (reasoning_content or <think>) trains in thinking mode, one without in "
                           "non-thinking mode; at inference the template's default. on/off: every row and prompt in "
                           "that mode; off drops (and counts) the rows' reasoning."},
+    )
+    eeve_stage: int | None = field(
+        default=None,
+        metadata={"help": "After `kotune vocab extend`: which weights train, as EEVE's staged schedule (arXiv "
+                          "2402.14714): 1 new input rows, 2 new output rows, 3 both, 4 all output rows, 5 new input "
+                          "rows and all output rows, 6 everything, 7 the internal layers only. Old rows that do not "
+                          "train get no gradient, no weight decay and no optimizer state."},
+    )
+    embedding_learning_rate: float | None = field(
+        default=None,
+        metadata={"help": "A learning rate of its own for the embedding and output rows that train (vocabulary "
+                          "extension); unset: learning_rate."},
     )
     max_prompt_length: int | None = field(
         default=None,
