@@ -26,6 +26,9 @@ def main(argv: list[str]) -> int:
 
     cfg = load_config(argv, stage="sft")  # a user mistake is reported here, before torch and TRL load
     from kotune.stages.common import finish, preflight, train, write_run_files
+    from kotune.vocab.freeze import EmbeddingLearningRate, apply_stage, check_stage
+
+    check_stage(cfg)  # eeve_stage / embedding_learning_rate against the model dir's kotune_vocab.json
 
     resume = preflight(cfg)  # also starts DeepSpeed's process group when the config names one
     args, model_args = cfg.training, cfg.model
@@ -55,6 +58,7 @@ def main(argv: list[str]) -> int:
 
     set_seed(args.seed)  # LoRA's initial weights come from the global RNG: same seed, same run
     model = load_model(model_args, args, tokenizer, deepspeed_stage=deepspeed_stage(args.deepspeed))
+    model = apply_stage(model, cfg)  # eeve_stage: the rows and layers this stage trains, the rest frozen
 
     # --- trainer --------------------------------------------------------------------------------------------
     from trl import SFTTrainer
@@ -90,7 +94,7 @@ def main(argv: list[str]) -> int:
     args.packing, args.padding_free = False, False
     args.dataset_kwargs = {**(args.dataset_kwargs or {}), "skip_prepare_dataset": True}
 
-    class KotuneSFTTrainer(NonFiniteLossGuard, SFTTrainer):
+    class KotuneSFTTrainer(EmbeddingLearningRate, NonFiniteLossGuard, SFTTrainer):
         pass
 
     sigterm = SigtermCheckpoint()

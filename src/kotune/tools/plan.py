@@ -17,6 +17,7 @@ from kotune.config.validation import build_config, check_config, field_groups
 from kotune.errors import KotuneError
 from kotune.models.memory import GiB, Counts, count_parameters, estimate, model_config  # noqa: F401 (the API)
 from kotune.stages.registry import STAGES, get_stage
+from kotune.vocab.stages import PRESETS, stage_trainable
 
 
 def parse_size(text: str) -> float:
@@ -107,6 +108,8 @@ def run_plan(argv: list[str], gpus: int = 1, gpu_mem: str | None = None, stage: 
     deepspeed = cfg.training_values.get("deepspeed")
     config = model_config(cfg.model.model_name_or_path, root)
     counts = count_parameters(config, cfg.model)
+    eeve = stage_trainable(cfg, config, counts.total, counts.trainable)  # eeve_stage: only the open rows/layers
+    counts.trainable = counts.trainable if eeve is None else eeve
     reference_copy = get_stage(stage).reference_copy and not cfg.model.use_peft
     est = estimate(cfg, counts, config, gpus, deepspeed, reference_copy=reference_copy)
     m = cfg.model
@@ -118,6 +121,8 @@ def run_plan(argv: list[str], gpus: int = 1, gpu_mem: str | None = None, stage: 
         f"parameters: {counts.total / 1e9:.2f} B total, {counts.trainable / 1e6:.1f} M trainable "
         f"({100 * counts.trainable / counts.total:.2f}%)",
         *moe_lines(counts, est),
+        *([f"eeve_stage {cfg.kotune.eeve_stage} ({PRESETS[cfg.kotune.eeve_stage].rule}): gradients and AdamW "
+           f"state for {eeve:,} parameters, counted on the resized matrices"] if eeve is not None else []),
         f"tokens per optimizer step: {est['tokens_per_step']:,} (at most; batch × accumulation × GPUs × max_length)",
         "memory per GPU (estimate):",
     ]
