@@ -9,7 +9,6 @@ import math
 import runpy
 import sys
 import unicodedata
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -248,20 +247,29 @@ def test_kotune_data_reports_documents_tokens_and_hangul(tiny_bases, tokenizers,
     assert f"documents: {len(texts)}" in printed and "Hangul share of letters" in printed
 
 
-def test_eeve_stage_calls_the_vocabulary_hook_or_says_what_is_missing(monkeypatch):
-    from kotune.stages.pt import vocabulary_stage
+def test_eeve_stage_1_on_raw_text_trains_only_the_new_input_rows(tiny_bases, tmp_path):
+    """CPT after `kotune vocab extend`, EEVE's stage 1 through train/pt.py: old rows bit-identical, new rows move."""
+    from safetensors.torch import load_file
+    from transformers import AutoTokenizer
 
-    model = object()
-    plain = SimpleNamespace(kotune=SimpleNamespace(eeve_stage=None, embedding_learning_rate=None))
-    assert vocabulary_stage(model, plain) is model
-    staged = SimpleNamespace(kotune=SimpleNamespace(eeve_stage=1, embedding_learning_rate=None))
-    monkeypatch.setitem(sys.modules, "kotune.vocab.freeze", None)  # as if the module were not installed
-    with pytest.raises(KotuneError, match="kotune.vocab.freeze"):
-        vocabulary_stage(model, staged)
-    calls = []
-    fake = SimpleNamespace(apply_stage=lambda m, cfg: calls.append((m, cfg.kotune.eeve_stage)))
-    monkeypatch.setitem(sys.modules, "kotune.vocab.freeze", fake)
-    assert vocabulary_stage(model, staged) is model and calls == [(model, 1)]
+    from kotune.vocab.model_rows import extend_model
+
+    tok = AutoTokenizer.from_pretrained(tiny_bases["gpt_neox"])
+    tok.add_tokens(["대한민국", "서울특별시", "했습니다"])
+    ext = tmp_path / "ext"
+    record = extend_model(str(tiny_bases["gpt_neox"]), tok, str(ext))
+    data = tmp_path / "corpus.txt"
+    data.write_text("\n\n".join(["대한민국의 수도는 서울특별시입니다. 많은 사람이 그곳에서 일했습니다."] * 12), encoding="utf-8")
+    out = tmp_path / "out"
+    cfg = pt_config(ext, out, data, max_steps=2, eval_split_size=None, embedding_learning_rate=1.0e-2,
+                    eeve_stage=1)
+    assert run_pt(write_config(tmp_path / "c.yaml", cfg)) == 0
+    before, after = load_file(ext / "model.safetensors"), load_file(out / "model.safetensors")
+    name = next(k for k in before if "embed_in" in k or "embed_tokens" in k)
+    first = record["old_vocab_size"]
+    assert torch.equal(before[name][:first], after[name][:first])  # old input rows: no gradient, no decay
+    assert not torch.equal(before[name][first:], after[name][first:])  # the new rows trained
+    assert all(torch.equal(before[k], after[k]) for k in before if k != name)  # everything else frozen
 
 
 def test_shipped_pt_config_validates():

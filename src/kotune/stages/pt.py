@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import math
 
-from kotune.errors import KotuneError
 
 logger = logging.getLogger("kotune.pt")
 
@@ -31,6 +30,9 @@ def main(argv: list[str]) -> int:
 
     cfg = load_config(argv, stage="pt")  # a user mistake is reported here, before torch and TRL load
     from kotune.stages.common import finish, preflight, train, write_run_files
+    from kotune.vocab.freeze import EmbeddingLearningRate, apply_stage, check_stage
+
+    check_stage(cfg)  # eeve_stage / embedding_learning_rate against the model dir's kotune_vocab.json
 
     resume = preflight(cfg)  # also starts DeepSpeed's process group when the config names one
     args, model_args = cfg.training, cfg.model
@@ -65,7 +67,7 @@ def main(argv: list[str]) -> int:
 
     set_seed(args.seed)  # LoRA's initial weights come from the global RNG: same seed, same run
     model = load_model(model_args, args, tokenizer, deepspeed_stage=deepspeed_stage(args.deepspeed))
-    model = vocabulary_stage(model, cfg)
+    model = apply_stage(model, cfg)  # eeve_stage: the rows and layers this stage trains, the rest frozen
 
     # --- trainer --------------------------------------------------------------------------------------------
     from trl import SFTTrainer
@@ -83,7 +85,7 @@ def main(argv: list[str]) -> int:
     args.dataset_kwargs = {**(args.dataset_kwargs or {}), "skip_prepare_dataset": True}
     callbacks = eval_callbacks(cfg, tokenizer, eval_dataset) + tracker_callbacks(cfg)
 
-    class KotunePTTrainer(PerplexityLog, NonFiniteLossGuard, SFTTrainer):
+    class KotunePTTrainer(EmbeddingLearningRate, PerplexityLog, NonFiniteLossGuard, SFTTrainer):
         pass
 
     sigterm = SigtermCheckpoint()
@@ -101,22 +103,6 @@ def main(argv: list[str]) -> int:
     # --- save -----------------------------------------------------------------------------------------------
     finish(trainer, result)
     return 0
-
-
-def vocabulary_stage(model, cfg):
-    """EEVE's staged training on an extended vocabulary (`eeve_stage`, `embedding_learning_rate`): what trains is
-    decided by `kotune.vocab.freeze.apply_stage`; without those keys, the model as loaded."""
-    if cfg.kotune.eeve_stage is None and cfg.kotune.embedding_learning_rate is None:
-        return model
-    try:
-        from kotune.vocab.freeze import apply_stage
-    except ModuleNotFoundError as err:
-        if err.name != "kotune.vocab.freeze":
-            raise
-        raise KotuneError("eeve_stage and embedding_learning_rate need kotune's vocabulary module "
-                          "(kotune.vocab.freeze), which this install does not have: update kotune, or remove "
-                          "eeve_stage and embedding_learning_rate to train every weight") from None
-    return apply_stage(model, cfg) or model
 
 
 def perplexity(loss: float) -> float:
