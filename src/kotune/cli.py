@@ -24,6 +24,7 @@ SUBCOMMANDS = {
     "export": ("kotune.export.gguf_export", "a run as GGUF for llama.cpp (f16, q8_0, q4_k_m) with an Ollama Modelfile"),
     "score": ("kotune.inference.score", "score {prompt, answer} JSONL rows with a reward model from `kotune rm`"),
     "chat": ("kotune.inference.chat", "answer prompts with a trained run dir, in its training format (streams tokens)"),
+    "vocab": ("kotune.tools.vocab", "Korean vocabulary extension: build new tokens, extend a base, report tokens/syllable"),
     "demo": ("kotune.tools.demo", "offline demo: tiny Polyglot-shaped model, LoRA SFT, a Korean answer"),
 }
 
