@@ -96,7 +96,19 @@ def gather(run: Path) -> dict:
     facts["eval"] = _json(run / "eval" / "results.json")
     facts["eval_table"] = _text(run / "eval" / "results.md")
     facts["loss_png"] = (run / "loss.png").is_file()
+    facts["vocab"] = vocab_extension(run, start)
     return facts
+
+
+def vocab_extension(run: Path, start: str | None) -> dict | None:
+    """kotune_vocab.json (`kotune vocab extend`, stages appended by each eeve_stage run): in the dir itself, else in
+    the model the run started from (an SFT or merge after the stages), else in the base that adapter names."""
+    from kotune.vocab.stages import RECORD, vocab_record
+
+    if (run / RECORD).is_file():
+        return _json(run / RECORD)
+    found = vocab_record(start) if start and Path(start).is_dir() else None
+    return found[0] if found else None
 
 
 def run_facts(run: Path) -> dict:

@@ -64,8 +64,19 @@ def body(name: str, facts: dict, tokenizer) -> str:
         lines += ["", f"LoRA 어댑터를 베이스에 병합한 전체 모델입니다 (`kotune merge`, dtype {merge.get('dtype')}"
                   + (f", {merge['trained_quantization']} 베이스에서 학습" if merge.get("trained_quantization") else "")
                   + ")."]
+    lines += vocab_line(facts.get("vocab"))
     return "\n".join(lines + training(facts, h) + data(facts) + prompt(h, tokenizer) + evaluation(facts)
                      + usage(name, facts, h) + reproducibility(facts)) + "\n"
+
+
+def vocab_line(record: dict | None) -> list[str]:
+    """One line for a model whose vocabulary `kotune vocab extend` extended (its kotune_vocab.json)."""
+    if not record:
+        return []
+    stages = ", ".join(str(s.get("eeve_stage")) for s in record.get("stages") or []) or "없음 (none)"
+    return ["", f"어휘 확장 (vocabulary extension): `{_shown(record.get('base'))}`의 어휘 "
+                f"{_count(record.get('old_vocab_size'))} → {_count(record.get('new_vocab_size'))} 토큰 (tokens), "
+                f"새 행 초기화 (init) {record.get('init', '?')}; 마친 EEVE 단계 (stages done): {stages}."]
 
 
 def training(facts: dict, h: dict) -> list[str]:
