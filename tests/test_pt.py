@@ -129,8 +129,9 @@ def test_documents_end_with_eos_and_fill_blocks_without_cuts(tokenizers):
         build_pt_data(mixture, tok, None)
 
 
-@pytest.mark.parametrize("impl", ["sdpa", "eager"])
-@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("arch,impl", [(a, i) if (a, i) in (("llama", "sdpa"), ("gpt_neox", "eager")) else
+                                       pytest.param(a, i, marks=pytest.mark.slow)
+                                       for a in ARCHS for i in ("sdpa", "eager")])
 def test_per_document_loss_packed_equals_alone(arch, impl, tiny_bases, tokenizers):
     """Every document piece in a packed block has exactly the loss it has alone: no attention across documents."""
     from transformers import AutoModelForCausalLM

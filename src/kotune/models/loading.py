@@ -58,6 +58,14 @@ def load_tokenizer(name: str, trust_remote_code: bool = False, revision: str = "
     check_encodes_korean(tok, name)
     if tok.eos_token_id is None:
         raise KotuneError(f"the tokenizer of '{name}' has no EOS token; set eos_token in its tokenizer_config.json")
+    ensure_pad_token(tok)
+    tok.padding_side = "right"
+    return tok
+
+
+def ensure_pad_token(tok) -> None:
+    """A pad token distinct from EOS: UNK when there is one, else a new `<|pad|>` (one more embedding row; `kotune
+    vocab extend` adds it with the new tokens, so the extension record counts it)."""
     if tok.pad_token_id is None or tok.pad_token_id == tok.eos_token_id:
         if tok.unk_token_id is not None and tok.unk_token_id != tok.eos_token_id:
             tok.pad_token = tok.unk_token
@@ -65,8 +73,6 @@ def load_tokenizer(name: str, trust_remote_code: bool = False, revision: str = "
         else:
             tok.add_special_tokens({"pad_token": "<|pad|>"})
             logger.info("tokenizer has no pad token distinct from EOS: added <|pad|> (id %d)", tok.pad_token_id)
-    tok.padding_side = "right"
-    return tok
 
 
 def check_encodes_korean(tokenizer, name: str) -> None:

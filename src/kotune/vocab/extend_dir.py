@@ -17,6 +17,7 @@ from pathlib import Path
 
 from kotune.atomic_dir import check_out, staged_dir
 from kotune.errors import KotuneError
+from kotune.models.loading import ensure_pad_token
 from kotune.vocab.extend import extend_tokenizer, extended_sentencepiece_model, load_base_tokenizer
 from kotune.vocab.pieces import base_kind
 from kotune.vocab.token_file import read_tokens
@@ -63,6 +64,7 @@ def write_extension(base: str | Path, tokens_file: str | Path, out: str | Path, 
     base_tok = load_base_tokenizer(base)
     kind = base_kind(base_tok.backend_tokenizer)
     tokenizer = extend_tokenizer(base_tok, tokens)
+    ensure_pad_token(tokenizer)  # else training adds <|pad|> later, one row past what kotune_vocab.json records
     old_size = len(base_tok)
     with_model = holds_model(base)
     rows_module = importlib.util.find_spec(MODEL_ROWS) is not None
@@ -70,6 +72,7 @@ def write_extension(base: str | Path, tokens_file: str | Path, out: str | Path, 
     info = {
         "base": str(base.resolve()), "kind": kind, "old_vocab_size": old_size, "new_vocab_size": len(tokenizer),
         "new_tokens": len(tokens), "new_ids": [old_size, len(tokenizer) - 1],
+        "pad_token": tokenizer.pad_token,
         "tokens_file": str(tokens_file.resolve()), "tokens_sha256": sha256(tokens_file),
         "mechanism": "BPE vocabulary entries + merges appended after the base's (no added tokens)",
         "sentencepiece_model": kind == "sentencepiece" and sp_model.is_file(),
