@@ -238,25 +238,12 @@ def main() -> int:
              "syllables and many words), and the gain still grows steeply with the text (the last table).")
     print(table + "\n\n" + note)
     if opts.write:
-        write_results(table + "\n\n" + note, " ".join(a for a in sys.argv[1:] if a != "--write"))
+        from packing import write_results
+
+        command = " ".join(["python bench/korean_vocab.py", *(a for a in sys.argv[1:] if a != "--write")])
+        write_results("korean_vocab", table + "\n\n" + note + "\n\nTokenizers only, no model; `make vocab` first.",
+                      command)
     return 0
-
-
-def write_results(body: str, flags: str) -> None:
-    """Replace (or add) this bench's section of bench/RESULTS.md."""
-    import platform
-
-    path = ROOT / "bench" / "RESULTS.md"
-    text = path.read_text(encoding="utf-8")
-    start, end = "<!-- korean_vocab:start -->", "<!-- korean_vocab:end -->"
-    command = f"HF_HUB_OFFLINE=1 .venv/bin/python bench/korean_vocab.py {flags}".rstrip()
-    section = (f"{start}\n## korean_vocab\n\nReproduce: `make vocab && {command}` ({os.cpu_count()} cores, "
-               f"{platform.machine()}, {time.strftime('%Y-%m-%d')}; tokenizers only, no model)\n\n{body}\n{end}")
-    if start in text:
-        text = text[:text.index(start)] + section + text[text.index(end) + len(end):]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    path.write_text(text, encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -16,10 +16,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import time
-from datetime import date
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -108,23 +106,10 @@ def main() -> None:
     table = "\n".join(lines)
     print(table + "\n\n" + note)
     if args.write:
-        write_section(table, note, f"--steps {args.steps} --repeats {args.repeats} --write")
+        from packing import write_results
 
-
-def write_section(table: str, note: str, flags: str) -> None:
-    path = ROOT / "bench" / "RESULTS.md"
-    text = path.read_text(encoding="utf-8")
-    start, end = "<!-- moe_throughput:start -->", "<!-- moe_throughput:end -->"
-    load = os.getloadavg()[0]
-    command = f"HF_HUB_OFFLINE=1 .venv/bin/python bench/moe_throughput.py {flags}"
-    section = (f"{start}\n## moe_throughput\n\nReproduce: `{command}` "
-               f"({os.cpu_count()} cores, {platform.machine()}, {date.today()}, load average {load:.1f} when "
-               f"written)\n\n{table}\n\n{note}\n{end}")
-    if start in text:
-        text = text[:text.index(start)] + section + text[text.index(end) + len(end):]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    path.write_text(text, encoding="utf-8")
+        write_results("moe_throughput", table + "\n\n" + note,
+                      f"python bench/moe_throughput.py --steps {args.steps} --repeats {args.repeats}")
 
 
 if __name__ == "__main__":
