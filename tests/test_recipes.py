@@ -213,6 +213,7 @@ def test_chat_template_path_trains_and_is_saved_byte_for_byte(tiny_bases, tmp_pa
     assert state["global_step"] == 2
 
 
+@pytest.mark.slow  # 13 s; the TRL recipe with chat_template_path trains in the default suite
 def test_simpo_recipe_trains_two_steps(tiny_bases, tmp_path):
     """The SimPO repository's recipe shape (dataset_mixer, gamma_beta_ratio, evaluation_strategy...) trains."""
     from safetensors.torch import load_file

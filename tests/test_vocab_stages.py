@@ -58,7 +58,7 @@ def pieces(base_tok, text: str) -> list[int]:
     return ids[1:] if base_tok.convert_ids_to_tokens(ids[0]) == "▁" else ids
 
 
-@pytest.mark.parametrize("family", ["mistral", "llama3"])
+@pytest.mark.parametrize("family", ["mistral", pytest.param("llama3", marks=pytest.mark.slow)])  # Llama-3's: 10 s
 def test_new_rows_follow_eeves_rule_on_a_real_tokenizer(family, tiny_bases, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
