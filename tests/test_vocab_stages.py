@@ -236,7 +236,7 @@ def test_unclear_settings_are_refused_before_loading(extended, tiny_bases, tmp_p
     cases = [
         (dict(model_dir=tiny_bases["mistral"], eeve_stage=1), "kotune vocab extend"),
         (dict(eeve_stage=7, embedding_learning_rate=1e-3), "would apply to nothing"),
-        (dict(eeve_stage=9), "not one of 1-7"),
+        (dict(eeve_stage=9), "eeve_stage: 9 is out of range: must be >= 1 and <= 7"),
         (dict(eeve_stage=1, deepspeed=str(REPO / "deepspeed" / "zero3.json")), "use ZeRO-2"),
         (dict(eeve_stage=2, use_peft=True, lora_modules_to_save=["lm_head"]), "remove lora_modules_to_save"),
     ]

@@ -229,6 +229,8 @@ RANGES: dict[str, tuple[Any, Any, str]] = {
     "early_stopping_patience": ([1], None, "evaluations without improvement"),
     "answer_health_prompts": ([0], None, "eval prompts answered at each evaluation"),
     "early_stopping_threshold": ([0], None, "the improvement that counts"),
+    "eeve_stage": ([1], [7], "EEVE's stages are 1 to 7"),
+    "embedding_learning_rate": (0, None, "the step size of the embedding and output rows that train"),
 }
 
 
