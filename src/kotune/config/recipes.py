@@ -166,13 +166,16 @@ def _handbook_mixer(out: Translation) -> None:
     if not isinstance(mixer, dict) or not isinstance(splits, list):
         out.problems.append("dataset_mixer: expected {dataset id: fraction} and dataset_splits a list of splits")
         return
-    sources = []
+    sources, unused = [], set()
     for name, fraction in mixer.items():
         for split in splits:
             evaluated = "test" in str(split)
             if evaluated and not _evaluates(out.raw):
+                unused.add(split)
                 continue
             sources.append({"id": name, "split": split, **({"eval": True} if evaluated else {"weight": fraction})})
+    for split in sorted(unused):
+        out.notes.append(f"dataset_splits: '{split}' not read, eval_strategy is 'no'")
     out.raw["dataset_mixture"] = {"datasets": sources}
     out.notes.append("dataset_mixer: alignment-handbook's older mixer, read as dataset_mixture (fraction = weight)")
 
