@@ -83,17 +83,21 @@ def write_config(path: Path, cfg: dict) -> Path:
     return path
 
 
-def run_sft_inprocess(config_path: Path, *overrides: str) -> int:
-    """Run train/sft.py in this process exactly as `python train/sft.py CONFIG ...` would; return the exit code."""
+def run_entry_inprocess(script: str, config_path: Path, *overrides: str) -> int:
+    """Run train/<script>.py in this process exactly as `python train/<script>.py CONFIG ...` would; the exit code."""
     argv = sys.argv
-    sys.argv = [str(REPO / "train" / "sft.py"), str(config_path), *overrides]
+    sys.argv = [str(REPO / "train" / f"{script}.py"), str(config_path), *overrides]
     try:
-        runpy.run_path(str(REPO / "train" / "sft.py"), run_name="__main__")
+        runpy.run_path(str(REPO / "train" / f"{script}.py"), run_name="__main__")
     except SystemExit as exit_:
         return int(exit_.code or 0)
     finally:
         sys.argv = argv
     return 0
+
+
+def run_sft_inprocess(config_path: Path, *overrides: str) -> int:
+    return run_entry_inprocess("sft", config_path, *overrides)
 
 
 def subprocess_env() -> dict:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import math
-import runpy
 import sys
 import unicodedata
 
@@ -15,7 +14,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from conftest import ARCHS, REPO, write_config
+from conftest import ARCHS, REPO, run_entry_inprocess, write_config
 from helpers import example_losses
 from kotune.config import DatasetMixture, DatasetSource
 from kotune.data.packing import PaddingFreeCollator, collator
@@ -34,16 +33,7 @@ def nfd(text: str) -> str:
 
 
 def run_pt(config_path, *overrides: str) -> int:
-    """train/pt.py in this process, exactly as `python train/pt.py CONFIG ...` runs it; the exit code."""
-    argv = sys.argv
-    sys.argv = [str(REPO / "train" / "pt.py"), str(config_path), *overrides]
-    try:
-        runpy.run_path(str(REPO / "train" / "pt.py"), run_name="__main__")
-    except SystemExit as exit_:
-        return int(exit_.code or 0)
-    finally:
-        sys.argv = argv
-    return 0
+    return run_entry_inprocess("pt", config_path, *overrides)
 
 
 def pt_config(model_dir, out, data, **extra) -> dict:
