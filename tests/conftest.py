@@ -100,6 +100,25 @@ def run_sft_inprocess(config_path: Path, *overrides: str) -> int:
     return run_entry_inprocess("sft", config_path, *overrides)
 
 
+def run_launcher(args: list[str], timeout: int = 900):
+    """A launcher command (accelerate, deepspeed, torchrun) from the repo root, on the CPU; fails with its output."""
+    import subprocess
+
+    env = subprocess_env()
+    env["DS_ACCELERATOR"] = "cpu"
+    proc = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    return proc
+
+
+def loss_curve(out: Path) -> list[float]:
+    """The logged training losses of a finished run."""
+    import json
+
+    state = json.loads((Path(out) / "trainer_state.json").read_text())
+    return [h["loss"] for h in state["log_history"] if "loss" in h]
+
+
 def subprocess_env() -> dict:
     env = dict(os.environ)
     env.setdefault("PYTHONUNBUFFERED", "1")

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
 import sys
 from pathlib import Path
 
@@ -15,23 +14,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import REPO, base_config, subprocess_env, write_config
+from conftest import REPO, base_config, loss_curve as curve, run_launcher as launch, write_config
 
 DEEPSPEED = str(Path(sys.executable).with_name("deepspeed"))
 ACCELERATE = str(Path(sys.executable).with_name("accelerate"))
-
-
-def launch(args, timeout=900):
-    env = subprocess_env()
-    env["DS_ACCELERATOR"] = "cpu"
-    proc = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
-    return proc
-
-
-def curve(out):
-    state = json.loads((out / "trainer_state.json").read_text())
-    return [h["loss"] for h in state["log_history"] if "loss" in h]
 
 
 def ds_run(tiny_bases, tmp_path, name, zero, **extra):

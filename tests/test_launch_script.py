@@ -37,6 +37,13 @@ def test_plain_multi_gpu_uses_accelerate_and_passes_overrides():
     assert cmd[-3:] == [str(REPO / "train/dpo.py"), "configs/dpo/polyglot-ko-tiny-demo.yaml", "--beta=0.2"]
 
 
+def test_fsdp_dry_run_uses_the_fsdp2_accelerate_config():
+    cmd = dry("sft", DEMO, "--fsdp", "--gpus", "4", "--", "--learning_rate=1e-4")
+    assert cmd[:4] == ["accelerate", "launch", "--config_file", str(REPO / "configs/accelerate/fsdp2.yaml")]
+    assert "--num_processes" in cmd and cmd[cmd.index("--num_processes") + 1] == "4" and "--multi_gpu" not in cmd
+    assert cmd[-3:] == [str(REPO / "train/sft.py"), DEMO, "--learning_rate=1e-4"]
+
+
 def test_multinode_flags():
     cmd = dry("sft", DEMO, "--gpus", "8", "--zero", "3-offload", "--nodes", "2", "--node-rank", "1",
               "--master-addr", "10.0.0.5", "--master-port", "29600")
@@ -53,6 +60,7 @@ def test_multinode_flags():
     (["sft", DEMO, "--zero", "4"], "--zero must be 2, 3 or 3-offload"),
     (["sft", DEMO, "--nodes", "2", "--node-rank", "2"], "--node-rank must be in 0..1"),
     (["sft", DEMO, "--lr", "1"], "unknown option '--lr'"),
+    (["sft", DEMO, "--fsdp", "--zero", "3"], "--fsdp and --zero are two ways to shard the same model"),
 ])
 def test_bad_arguments(args, message):
     proc = subprocess.run([LAUNCH, *args, "--dry-run"], cwd=REPO, capture_output=True, text=True, timeout=60)
@@ -91,7 +99,11 @@ def test_shipped_accelerate_configs(path):
     text = path.read_text()
     assert text.startswith("#") and "accelerate launch --config_file" in text
     conf = yaml.safe_load(text)
-    assert conf["distributed_type"] in ("MULTI_GPU", "DEEPSPEED")
+    assert conf["distributed_type"] in ("MULTI_GPU", "DEEPSPEED", "FSDP")
+    if conf["distributed_type"] == "FSDP":  # accelerate's own FSDP config file, read the way accelerate reads it
+        from accelerate.commands.config.config_args import load_config_from_file
+
+        assert load_config_from_file(str(path)).fsdp_config["fsdp_version"] == 2
     ds = (conf.get("deepspeed_config") or {}).get("deepspeed_config_file")
     if ds:
         assert (REPO / ds).is_file(), ds
@@ -100,4 +112,4 @@ def test_shipped_accelerate_configs(path):
 
 def test_accelerate_config_set_is_complete():
     names = {p.stem for p in (REPO / "configs" / "accelerate").glob("*.yaml")}
-    assert {"ddp", "zero2", "zero3", "zero3_offload", "multinode"} <= names
+    assert {"ddp", "zero2", "zero3", "zero3_offload", "multinode", "fsdp2"} <= names

@@ -13,9 +13,9 @@ import logging
 from pathlib import Path
 from typing import Any, Iterable
 
-from kotune.config.deepspeed_file import read_deepspeed_config
 from kotune.config.library_schema import MODEL_CONFIG, fields_of
 from kotune.config.path_checks import is_local_path, path_problems
+from kotune.config.sharding import deepspeed_problems, fsdp_config_problems, fsdp_keys
 from kotune.config.recipes import attention_fallback, template_problems, translate
 from kotune.config.schema import (RANGES, RENAMED, TRAINING_DEFAULTS, TRAINING_FORCED, DatasetMixture,
                                   DatasetSource, KotuneArguments, RunConfig)
@@ -156,6 +156,7 @@ def check_config(raw: dict[str, Any], stage: str = "sft", check_paths: bool = Tr
     valid = set().union(*groups.values())
     translation = translate(raw, stage, valid)
     raw, problems = translation.raw, list(translation.problems)
+    raw = fsdp_keys(raw, problems)
     for key in raw:
         if key in RENAMED and key not in valid:
             problems.append(f"{key}: unknown key: use {RENAMED[key]}")
@@ -263,7 +264,8 @@ def _cross_check(user: dict, model: dict, train: dict, stage: str, problems: lis
     if check_paths:
         problems += path_problems(user, train)
     if train.get("deepspeed"):
-        _check_deepspeed(train["deepspeed"], model, problems)
+        problems += deepspeed_problems(train["deepspeed"], model)
+    problems += fsdp_config_problems(train, model)
     problems += tracker_problems(train.get("report_to"))
     if user.get("eval_tasks"):
         problems += eval_config_problems(stage, user["eval_tasks"], user.get("eval_data_dir"), check_paths,
@@ -323,24 +325,3 @@ def _check_eval_split(user: dict, kotune: dict, train: dict, applied: dict, trai
     if kotune.get("early_stopping_patience") is not None and not train.get("load_best_model_at_end"):
         problems.append("early_stopping_patience needs load_best_model_at_end: true (it stops on "
                         "metric_for_best_model, default eval_loss), with save_strategy equal to eval_strategy")
-
-
-def _check_deepspeed(ds: Any, model: dict, problems: list[str]) -> None:
-    conf, problem = read_deepspeed_config(ds)
-    if problem:
-        problems.append(problem)
-        return
-    stage = (conf.get("zero_optimization") or {}).get("stage")
-    if stage == 3 and model.get("load_in_8bit"):
-        problems.append("load_in_8bit cannot be combined with ZeRO-3: use load_in_4bit with "
-                        "bnb_4bit_quant_storage equal to dtype, or ZeRO-2")
-    if stage == 3 and model.get("load_in_4bit"):
-        dtype = model.get("dtype") or "float32"
-        storage = model.get("bnb_4bit_quant_storage")
-        if storage is None:
-            model["bnb_4bit_quant_storage"] = dtype  # peft#1550: ZeRO-3 shards the 4-bit storage as this dtype
-            logger.info("ZeRO-3 + 4-bit: bnb_4bit_quant_storage=%s (the compute dtype)", dtype)
-        elif storage != dtype:
-            problems.append(f"bnb_4bit_quant_storage ({storage}) must equal dtype ({dtype}) under ZeRO-3 "
-                            "(peft#1550); leave it unset and kotune sets it")
-

@@ -45,6 +45,9 @@ class ArchitectureSpec:
     tiny_tokenizer: str = "sentencepiece"  # "bpe" (a Korean byte-level BPE) or "sentencepiece" (Llama/Mistral)
     # why padding-free packing stays off by default for this family (None: packing is on, its exactness is tested)
     padded_because: str | None = None
+    # the block classes FSDP shards one by one (decoder layers, and a vision/audio tower's blocks); () leaves it to
+    # transformers' `_no_split_modules`. Names absent from a given checkpoint (qwen3 under qwen2) are skipped.
+    fsdp_blocks: tuple[str, ...] = ()
 
     def targets(self, override: list[str] | str | None = None) -> list[str] | str:
         """The user's targets win; otherwise this family's."""
@@ -160,6 +163,7 @@ register(ArchitectureSpec(
     prompt_format="koquality",
     offline_configs={"EleutherAI/polyglot-ko-1.3b": "polyglot-ko-1.3b", "EleutherAI/polyglot-ko-5.8b": "polyglot-ko-5.8b"},
     tiny_config=_gpt_neox, tiny_tokenizer="bpe",
+    fsdp_blocks=('GPTNeoXLayer',),
 ))
 register(ArchitectureSpec(
     # Llama-2 and everything built as `llama`: Llama-3.x and its Korean fine-tunes (Bllossom), SOLAR/EEVE, Kanana.
@@ -168,19 +172,23 @@ register(ArchitectureSpec(
     offline_configs={"meta-llama/Llama-2-7b-hf": "llama-2-7b", "meta-llama/Llama-3.1-8B": "llama-3.1-8b",
                      "upstage/SOLAR-10.7B-v1.0": "solar-10.7b-v1.0"},
     tiny_config=_llama,
+    fsdp_blocks=('LlamaDecoderLayer',),
 ))
 register(ArchitectureSpec(
     name="mistral", model_types=("mistral",), lora_targets=LLAMA_STYLE_TARGETS, prompt_format="mistral",
     offline_configs={"mistral-community/Mistral-7B-v0.1": "mistral-7b-v0.1", "mistralai/Mistral-7B-v0.1": "mistral-7b-v0.1"},
     tiny_config=_mistral,
+    fsdp_blocks=('MistralDecoderLayer',),
 ))
 register(ArchitectureSpec(
     name="qwen2", model_types=("qwen2", "qwen3"), lora_targets=LLAMA_STYLE_TARGETS,  # ChatML: ends turns with <|im_end|>
     offline_configs={"Qwen/Qwen2.5-7B-Instruct": "qwen2.5-7b-instruct"}, tiny_config=_qwen2, tiny_tokenizer="bpe",
+    fsdp_blocks=('Qwen2DecoderLayer', 'Qwen3DecoderLayer'),
 ))
 register(ArchitectureSpec(
     name="gemma3_text", model_types=("gemma3_text", "gemma2", "gemma"), lora_targets=LLAMA_STYLE_TARGETS,
     tiny_config=_gemma3_text, tiny_tokenizer="bpe",  # text-only Gemma (gemma-3-1b, gemma-2): <end_of_turn>
+    fsdp_blocks=('Gemma3DecoderLayer', 'Gemma2DecoderLayer', 'GemmaDecoderLayer'),
 ))
 register(ArchitectureSpec(
     # Gemma-3 4B/12B/27B are image-text models: LoRA on the language model only, not on the SigLIP vision tower.
@@ -188,10 +196,12 @@ register(ArchitectureSpec(
     lora_targets=r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)",
     offline_configs={"google/gemma-3-4b-it": "gemma-3-4b-it"},
     tiny_config=_gemma3, tiny_tokenizer="bpe",  # a one-layer SigLIP tower: training on text leaves it untouched
+    fsdp_blocks=('Gemma3DecoderLayer', 'SiglipEncoderLayer'),
 ))
 register(ArchitectureSpec(
     name="exaone4", model_types=("exaone4",), lora_targets=LLAMA_STYLE_TARGETS,  # native in transformers 5.23
     tiny_config=_exaone4, tiny_tokenizer="bpe",
+    fsdp_blocks=('Exaone4DecoderLayer',),
 ))
 register(ArchitectureSpec(
     # EXAONE 3.5 is remote code (trust_remote_code: true; transformers 5.23 has no native `exaone`).
@@ -206,38 +216,46 @@ register(ArchitectureSpec(
     name="exaone_moe", model_types=("exaone_moe",), lora_targets=LLAMA_STYLE_TARGETS,  # K-EXAONE-236B-A23B
     offline_configs={"LGAI-EXAONE/K-EXAONE-236B-A23B": "k-exaone-236b-a23b"},
     tiny_config=tiny_configs.exaone_moe, tiny_tokenizer="bpe",
+    fsdp_blocks=('ExaoneMoeDecoderLayer',),
 ))
 register(ArchitectureSpec(
     # EXAONE 4.5 is image-text: LoRA on its EXAONE 4 language model only; the vision encoder stays frozen.
     name="exaone4_5", model_types=("exaone4_5",), lora_targets=language_model_only(LLAMA_STYLE_TARGETS),
     tiny_config=tiny_configs.exaone4_5, tiny_tokenizer="bpe",
+    fsdp_blocks=('Exaone4DecoderLayer', 'Exaone4_5_DecoderLayer', 'Exaone4_5_VisionBlock'),
 ))
 register(ArchitectureSpec(
     name="hyperclovax", model_types=("hyperclovax",), lora_targets=LLAMA_STYLE_TARGETS,  # HyperCLOVA X SEED Think
     tiny_config=tiny_configs.hyperclovax, tiny_tokenizer="bpe",
+    fsdp_blocks=('HyperCLOVAXDecoderLayer',),
 ))
 register(ArchitectureSpec(
     name="deepseek_v3", model_types=("deepseek_v3",), lora_targets=MLA_TARGETS,  # Kanana-2-30B-A3B, DeepSeek-V3
     tiny_config=tiny_configs.deepseek_v3, tiny_tokenizer="bpe",
+    fsdp_blocks=('DeepseekV3DecoderLayer',),
 ))
 register(ArchitectureSpec(
     name="axk1", model_types=("axk1",), lora_targets=MLA_TARGETS,  # SKT A.X K1
     tiny_config=tiny_configs.axk1, tiny_tokenizer="bpe",
+    fsdp_blocks=('AXK1DecoderLayer',),
 ))
 register(ArchitectureSpec(
     name="axk2", model_types=("axk2",), lora_targets=MLA_TARGETS + ("q_gate_proj",),  # SKT A.X K2
     tiny_config=tiny_configs.axk2, tiny_tokenizer="bpe",
     padded_because="its indexer picks each query's keys from the whole packed row, so packed examples would see "
                    "each other (tests/test_packing.py measures it)",
+    fsdp_blocks=('AXK2DecoderLayer',),
 ))
 register(ArchitectureSpec(
     name="solar_open", model_types=("solar_open",), lora_targets=LLAMA_STYLE_TARGETS,  # Upstage Solar-Open-100B
     offline_configs={"upstage/Solar-Open-100B": "solar-open-100b"},
     tiny_config=tiny_configs.solar_open, tiny_tokenizer="bpe",
+    fsdp_blocks=('SolarOpenDecoderLayer',),
 ))
 register(ArchitectureSpec(
     name="qwen3_moe", model_types=("qwen3_moe",), lora_targets=LLAMA_STYLE_TARGETS,  # Qwen3-30B-A3B, 235B-A22B
     offline_configs={"Qwen/Qwen3-30B-A3B": "qwen3-30b-a3b"}, tiny_config=tiny_configs.qwen3_moe, tiny_tokenizer="bpe",
+    fsdp_blocks=('Qwen3MoeDecoderLayer',),
 ))
 register(ArchitectureSpec(
     # Qwen3.5 checkpoints are image-text; their language model mixes gated-delta and full-attention layers.
@@ -245,13 +263,16 @@ register(ArchitectureSpec(
     lora_targets=language_model_only(LLAMA_STYLE_TARGETS + GATED_DELTA_TARGETS),
     tiny_config=tiny_configs.qwen3_5, tiny_tokenizer="bpe",
     padded_because=GATED_DELTA_PADDED,
+    fsdp_blocks=('Qwen3_5DecoderLayer', 'Qwen3_5VisionBlock'),
 ))
 register(ArchitectureSpec(
     name="qwen3_5_moe", model_types=("qwen3_5_moe", "qwen3_5_moe_text"),
     lora_targets=language_model_only(LLAMA_STYLE_TARGETS + GATED_DELTA_TARGETS),
     tiny_config=tiny_configs.qwen3_5_moe, tiny_tokenizer="bpe", padded_because=GATED_DELTA_PADDED,
+    fsdp_blocks=('Qwen3_5MoeDecoderLayer', 'Qwen3_5MoeVisionBlock'),
 ))
 register(ArchitectureSpec(
     name="gemma4", model_types=("gemma4", "gemma4_text"), lora_targets=language_model_only(LLAMA_STYLE_TARGETS),
     tiny_config=tiny_configs.gemma4, tiny_tokenizer="bpe",
+    fsdp_blocks=('Gemma4TextDecoderLayer', 'Gemma4VisionEncoderLayer', 'Gemma4AudioLayer'),
 ))

@@ -5,7 +5,8 @@ missing or cut short, and a disk can corrupt one later. trainer_state.json alone
 the optimizer: the Trainer then fails deep inside torch, or, without optimizer.pt, silently restarts the optimizer.
 A checkpoint is complete when its trainer state parses, its weights (safetensors: header readable and the file as long
 as the header says) and its optimizer and scheduler (torch's zip files: every member's CRC matches) are whole, or
-DeepSpeed's global_step dir holds them. No heavy import: the config check calls this.
+DeepSpeed's global_step dir holds them, or FSDP's sharded dirs do (torch.distributed.checkpoint writes `.metadata`
+after every rank's shard, so it marks a whole save). No heavy import: the config check calls this.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ logger = logging.getLogger(__name__)
 
 CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 WEIGHTS = ("adapter_model.safetensors", "model.safetensors", "model.safetensors.index.json", "adapter_model.bin",
-           "pytorch_model.bin", "pytorch_model.bin.index.json")
+           "pytorch_model.bin", "pytorch_model.bin.index.json", "pytorch_model_fsdp.bin")
+FSDP_SHARDED = ("pytorch_model_fsdp_0", "optimizer_0")  # accelerate's dirs for SHARDED_STATE_DICT checkpoints
 OPTIMIZERS = ("optimizer.pt", "optimizer.bin")
 SCHEDULER = "scheduler.pt"
 
@@ -63,7 +65,19 @@ def torch_file_problem(path: Path, deep: bool = True) -> str | None:
     return None
 
 
+def sharded_problem(folder: Path) -> str | None:
+    """Why an FSDP sharded dir (torch.distributed.checkpoint) is not whole, or None."""
+    shards = sorted(folder.glob("*.distcp"))
+    if not (folder / ".metadata").is_file():
+        return f"{folder.name}/.metadata is missing (the sharded save did not finish)"
+    if not shards or any(p.stat().st_size == 0 for p in shards):
+        return f"{folder.name}/ holds no shard, or an empty one"
+    return None
+
+
 def weights_problem(ckpt: Path, deepspeed: bool) -> str | None:
+    if (ckpt / FSDP_SHARDED[0]).is_dir():
+        return sharded_problem(ckpt / FSDP_SHARDED[0])
     found = [name for name in WEIGHTS if (ckpt / name).is_file()]
     if not found:
         if deepspeed:
@@ -99,6 +113,10 @@ def optimizer_problem(ckpt: Path, deep: bool) -> str | None:
         if not files:
             return f"DeepSpeed's {step.name}/ (named in 'latest') holds no *.pt state files"
         return next((f"{step.name}/{p}" for p in (torch_file_problem(f, deep) for f in files) if p), None)
+    if (ckpt / FSDP_SHARDED[1]).is_dir():
+        problem = sharded_problem(ckpt / FSDP_SHARDED[1])
+        return problem or (None if (ckpt / SCHEDULER).is_file() else
+                           f"no {SCHEDULER}; the Trainer would silently restart the schedule")
     name = next((n for n in OPTIMIZERS if (ckpt / n).is_file()), None)
     if name is None:
         return ("no optimizer.pt (saved with save_only_model: true, or cut off mid-save); the Trainer would restart "

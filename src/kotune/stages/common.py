@@ -152,6 +152,9 @@ def log_trainable_dtype(model) -> None:
 def train(trainer, sigterm, resume: str | None):
     """trainer.train() with the run-safety contract: a non-finite loss is a user-facing error, and a SIGTERM
     returns None after its checkpoint is written."""
+    from kotune.stages.fsdp import prepare
+
+    prepare(trainer)
     try:
         result = trainer.train(resume_from_checkpoint=resume)
     except NonFiniteLossError as err:
@@ -172,6 +175,9 @@ def finish(trainer, train_result) -> None:
     config = getattr(trainer.model, "config", None)
     if config is not None and hasattr(config, "use_cache"):
         config.use_cache = True  # turned off for training (packing, checkpointing); inference wants it
+    from kotune.stages.fsdp import whole_final_save
+
+    whole_final_save(trainer)
     trainer.save_model(out, _internal_call=True)  # with push_to_hub, the push waits for the files below
     metrics = dict(train_result.metrics)
     # a reward that scored no row of the run (all None, e.g. exact_answer on rows without an answer) has a None mean,

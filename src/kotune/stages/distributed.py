@@ -17,7 +17,12 @@ from kotune.stages.registry import get_stage
 
 
 def start(cfg: RunConfig) -> RunConfig:
-    """For a DeepSpeed run: start the process group and rebuild `cfg.training` with `deepspeed` set."""
+    """For a DeepSpeed run: start the process group and rebuild `cfg.training` with `deepspeed` set. For an FSDP
+    run without CUDA: keep accelerate's FSDP plugin on the CPU processes (`kotune.stages.fsdp`)."""
+    from kotune.stages.fsdp import fsdp_in_use, keep_fsdp_on_cpu
+
+    if fsdp_in_use(cfg.training_values):
+        keep_fsdp_on_cpu()
     if not cfg.training_values.get("deepspeed"):
         return cfg
     init_deepspeed_distributed()
