@@ -13,7 +13,7 @@ export TORCH_EXTENSIONS_DIR ?= $(HOME)/.cache/kotune/torch_extensions
 LLAMA_CPP_SDIST := llama-cpp-python==0.3.36
 export KOTUNE_GGUF_VOCAB ?= $(HOME)/.cache/kotune/gguf_vocab
 
-.PHONY: install install-gguf vocab converter demo test test-slow test-avx2 clean
+.PHONY: install install-gguf vocab converter slurm demo test test-slow test-avx2 clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
@@ -57,7 +57,11 @@ demo: install
 test: install vocab converter
 	$(PY) -m pytest -q
 
-test-slow: install install-gguf vocab converter
+# A real one-machine SLURM (slurmctld + slurmd) for the slow tests of `kotune slurm`: Debian's slurm-wlm, as root.
+slurm:
+	command -v slurmctld >/dev/null || test -x /usr/sbin/slurmctld || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q slurm-wlm)
+
+test-slow: install install-gguf vocab converter slurm
 	$(PY) -m pytest -q -m slow
 
 # The tolerance tests (golden losses, every preference experiment, slow ones included) as on a CPU without AVX512:

@@ -3,7 +3,7 @@
 #
 #   ./launch.sh STAGE CONFIG [--gpus N] [--zero 2|3|3-offload | --fsdp]
 #               [--nodes N --node-rank R --master-addr A --master-port P] [--dry-run] [-- --key=value ...]
-#   ./launch.sh STAGE CONFIG --slurm [--submit] [--cpu] [--gpus N] [--nodes N] [--zero Z]   (an sbatch script)
+#   ./launch.sh STAGE CONFIG --slurm [--submit] [--cpu] [--gpus N] [--nodes N] [--zero Z | --fsdp]  (sbatch)
 #
 # STAGE is a registered stage (sft, dpo, ...: `python -m kotune.stages` lists them); its entry script is train/STAGE.py.
 # Without --zero: `accelerate launch` (data parallel when more than one process).
@@ -47,7 +47,8 @@ done
 if [ $slurm = 1 ]; then  # an sbatch script rather than a launch here: kotune slurm checks the options and config
   [ -n "$gpus" ] && slurm_opts+=(--gpus-per-node "$gpus")
   [ -n "$zero" ] && slurm_opts+=(--zero "$zero")
-  exec "$python" -m kotune.cli slurm "$stage" "$config" --nodes "$nodes" "${slurm_opts[@]}" -- "${overrides[@]}"
+  [ $fsdp = 1 ] && slurm_opts+=(--fsdp)
+  exec "$python" -m kotune.tools.slurm "$stage" "$config" --nodes "$nodes" "${slurm_opts[@]}" -- "${overrides[@]}"
 fi
 
 have_gpu=0
