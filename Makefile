@@ -13,7 +13,7 @@ export TORCH_EXTENSIONS_DIR ?= $(HOME)/.cache/kotune/torch_extensions
 LLAMA_CPP_SDIST := llama-cpp-python==0.3.36
 export KOTUNE_GGUF_VOCAB ?= $(HOME)/.cache/kotune/gguf_vocab
 
-.PHONY: install install-gguf vocab converter slurm demo test test-slow test-avx2 clean
+.PHONY: install install-gguf install-ray vocab converter demo test test-slow test-avx2 clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
@@ -51,17 +51,19 @@ $(VENV)/.gguf-installed: $(VENV)/.installed
 	CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(PY) -m pip install -q -c constraints.txt -e '.[gguf]'
 	touch $@
 
+# Ray Train (the kotune[ray] extra) for the slow tests of `kotune ray`; `make test` does not install it.
+install-ray: $(VENV)/.ray-installed
+$(VENV)/.ray-installed: $(VENV)/.installed
+	$(PY) -m pip install -q -c constraints.txt -e '.[ray]'
+	touch $@
+
 demo: install
 	$(VENV)/bin/kotune demo
 
 test: install vocab converter
 	$(PY) -m pytest -q
 
-# A real one-machine SLURM (slurmctld + slurmd) for the slow tests of `kotune slurm`: Debian's slurm-wlm, as root.
-slurm:
-	command -v slurmctld >/dev/null || test -x /usr/sbin/slurmctld || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q slurm-wlm)
-
-test-slow: install install-gguf vocab converter slurm
+test-slow: install install-gguf install-ray vocab converter
 	$(PY) -m pytest -q -m slow
 
 # The tolerance tests (golden losses, every preference experiment, slow ones included) as on a CPU without AVX512:

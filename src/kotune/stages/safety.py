@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import threading
 from pathlib import Path
 
 import torch
@@ -38,7 +39,10 @@ class SigtermCheckpoint(TrainerCallback):
 
     def __init__(self):
         self.received = False
-        self._previous = signal.signal(signal.SIGTERM, self._handle)
+        # Python takes signal handlers on the main thread only; Ray Train runs the training function in a worker
+        # thread, where Ray itself owns SIGTERM, so there this callback installs nothing.
+        self._installed = threading.current_thread() is threading.main_thread()
+        self._previous = signal.signal(signal.SIGTERM, self._handle) if self._installed else None
 
     def _handle(self, signum, frame):
         if not self.received:
@@ -52,7 +56,8 @@ class SigtermCheckpoint(TrainerCallback):
         return control
 
     def restore(self):
-        signal.signal(signal.SIGTERM, self._previous)
+        if self._installed:
+            signal.signal(signal.SIGTERM, self._previous)
 
 
 class NonFiniteLossGuard:
