@@ -48,7 +48,9 @@ def parse_log(text: str) -> dict:
         for found in LOG_DICT.findall(segment):
             try:
                 values = ast.literal_eval(found)
-            except (ValueError, SyntaxError):
+            except (ValueError, SyntaxError, MemoryError, RecursionError):
+                continue
+            if not isinstance(values, dict):
                 continue
             point = {k: float(v) for k, v in values.items() if k in METRICS and _number(v)}
             if point:

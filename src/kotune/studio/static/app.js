@@ -63,7 +63,7 @@ function fieldInput(name) {
   let input;
   if (f.widget === "bool" || f.widget === "choice") {
     input = el("select", {id});
-    input.append(el("option", {value: ""}, t("unset")));
+    input.append(el("option", {value: "", "data-i18n": "unset"}, t("unset")));
     const options = f.widget === "bool" ? ["true", "false"] : f.choices.map(String);
     options.forEach((o) => input.append(el("option", {value: o}, o)));
   } else {
@@ -81,7 +81,7 @@ function buildForm() {
   common.replaceChildren();
   for (const [section, keys] of Object.entries(s.common)) {
     const shown = keys.filter((k) => !["model_name_or_path", "use_peft", "load_in_4bit"].includes(k));
-    const box = el("fieldset", {}, el("legend", {}, t("sec_" + section)));
+    const box = el("fieldset", {}, el("legend", {"data-i18n": "sec_" + section}, t("sec_" + section)));
     shown.forEach((k) => box.append(fieldInput(k)));
     common.append(box);
   }
@@ -97,7 +97,7 @@ function renderSources() {
   box.replaceChildren();
   state.sources.forEach((src, i) => {
     const fmt = el("select", {id: "src-format-" + i});
-    fmt.append(el("option", {value: ""}, t("unset")));
+    fmt.append(el("option", {value: "", "data-i18n": "unset"}, t("unset")));
     state.schema.formats.forEach((f) => fmt.append(el("option", {value: f}, f)));
     fmt.value = src.format || "";
     const id = el("input", {id: "src-id-" + i, class: "wide", placeholder: t("source_id")});
@@ -140,8 +140,9 @@ function formConfig() {
     const value = parseScalar(node.value);
     if (value !== undefined) cfg[k] = value;
   }
-  if (state.sources.length) {
-    cfg.dataset_mixture = {datasets: state.sources.map((s) => {
+  const sources = state.sources.filter((s) => (s.id || "").trim());
+  if (sources.length) {
+    cfg.dataset_mixture = {datasets: sources.map((s) => {
       const out = {id: s.id};
       if (s.format) out.format = s.format;
       return Object.assign(out, s.extra || {});
@@ -342,9 +343,9 @@ async function poll() {
   if (!state.job) return;
   try {
     const job = await api(`/api/jobs/${state.job}?since=${state.logSize}`);
+    state.log = (state.log + job.log).slice(-200000);
     const log = $("run-log");
-    log.textContent += job.log.replace(/\x1b\[A/g, "");
-    if (log.textContent.length > 60000) log.textContent = log.textContent.slice(-50000);
+    log.textContent = cleanLog(state.log);
     log.scrollTop = log.scrollHeight;
     state.logSize = job.log_size;
     showJob(job);
@@ -353,8 +354,14 @@ async function poll() {
   } catch (e) { $("run-error").textContent = e.message; }
 }
 
+// The log as a terminal would leave it: progress bars redrawn in place (\r) are dropped, the bar is shown above.
+function cleanLog(text) {
+  return text.replace(/\x1b\[A/g, "").split(/\r|\n/)
+    .filter((line) => line.trim() && !/^\s*[\w ]*:?\s*\d+%\|/.test(line)).slice(-400).join("\n");
+}
+
 function watch(jobId) {
-  state.job = jobId; state.logSize = 0; $("run-log").textContent = "";
+  state.job = jobId; state.logSize = 0; state.log = ""; $("run-log").textContent = "";
   poll();
 }
 
@@ -419,7 +426,7 @@ async function startTool(kind) {
     $("export-log").textContent = t("working");
     const tick = async () => {
       const j = await api(`/api/jobs/${job.id}`);
-      $("export-log").textContent = `${kind}: ${t("status_" + j.status)}\n` + j.log.replace(/\x1b\[A/g, "").split(/\r|\n/).slice(-12).join("\n");
+      $("export-log").textContent = `${kind}: ${t("status_" + j.status)}\n` + cleanLog(j.log).split("\n").slice(-12).join("\n");
       if (j.status === "running") setTimeout(tick, 1000); else refreshLists();
     };
     tick();
