@@ -126,3 +126,36 @@ def test_qlora_plan_on_moe_prints_active_parameters_and_16bit_experts(capsys):
     assert "QLoRA keeps 58.0 GB of expert weights in 16-bit" in out
     weights = float(next(line for line in out.splitlines() if line.strip().startswith("weights")).split()[1])
     assert weights > 58.0e9 / 2**30  # the experts alone, so the weights term is at least that
+
+
+def _per_gpu(out: str) -> float:
+    return float(next(line for line in out.splitlines() if line.strip().startswith("total")).split()[1])
+
+
+@pytest.mark.slow  # a 7B model built on the meta device, counted twice: ~15 s of CPU
+def test_plan_knows_fsdp2_beside_zero3(capsys):
+    """Full fine-tuning of a 7B base on 8 GPUs: FSDP2 shards weights, gradients and AdamW state (the per-GPU total
+    falls to well under a quarter of plain data parallel), ZeRO-3 is printed beside it for the same run, and CPU
+    offload moves the shards to the host."""
+    from kotune.config.loading import read_config
+    from kotune.tools.plan import fsdp_settings, run_plan
+
+    args = ["configs/sft/llama-2-7b-qlora.yaml", "--load_in_4bit=false", "--use_peft=false",
+            "--per_device_train_batch_size=1", "--fsdp_version=2"]
+    run_plan(args, gpus=8, gpu_mem="24GiB")
+    out = capsys.readouterr().out
+    fsdp = _per_gpu(out)
+    assert "FSDP2, 8 GPU(s)" in out and "verdict: fits" in out
+    zero3 = float(out.split("the same run under ZeRO-3 (no offload): ")[1].split()[0])
+    assert 0.7 < fsdp / zero3 < 1.5  # the same model states sharded the same way; FSDP2 also holds gathered blocks
+
+    cfg = build_config(read_config(args)[1], check_paths=False)
+    config = model_config(cfg.model.model_name_or_path)
+    counts = count_parameters(config, cfg.model)
+    assert fsdp_settings(cfg.training) == {"reshard": True, "offload": False}
+    ddp = estimate(cfg, counts, config, 8)
+    sharded = estimate(cfg, counts, config, 8, fsdp=fsdp_settings(cfg.training))
+    offload = estimate(cfg, counts, config, 8, fsdp={"reshard": True, "offload": True})
+    assert abs(sharded["per_gpu"] / 2**30 - fsdp) < 0.01 and sharded["per_gpu"] < ddp["per_gpu"] / 4
+    assert offload["host"] > 8 * (sharded["optimizer"] + sharded["gradients"]) * 0.99
+    assert offload["per_gpu"] < sharded["per_gpu"] / 3

@@ -119,10 +119,35 @@ def sequence_length(t) -> int:
     return 1024
 
 
+def fsdp_settings(training) -> dict | None:
+    """{"reshard": bool, "offload": bool} of an FSDP run (from the TrainingArguments' plugin args), or None."""
+    if not getattr(training, "fsdp", None):
+        return None
+    args = getattr(training, "fsdp_plugin_args", None) or {}
+    return {"reshard": bool(args.get("reshard_after_forward", True)), "offload": bool(args.get("cpu_offload"))}
+
+
+def fsdp_terms(weights, grads, optimizer, master, counts: Counts, config, weight_dtype: int, gpus: int, fsdp: dict):
+    """FSDP2: every parameter, gradient and optimizer state sharded over the GPUs; a block is all-gathered while it
+    runs (two in flight: the next is prefetched), and the root group (embeddings, head) for the whole step; without
+    reshard_after_forward every block stays gathered from its forward to its backward. CPU offload moves the shards
+    to the host; only the gathered blocks stay on the GPU."""
+    text = config.get_text_config()
+    root = counts.largest_layer * (1 if getattr(text, "tie_word_embeddings", False) else 2)
+    block = max(0, counts.total - root) / max(1, text.num_hidden_layers)
+    gathered = (root + 2 * block) * weight_dtype if fsdp["reshard"] else weights
+    shards = [weights / gpus, grads / gpus, optimizer / gpus, master / gpus]
+    host = 0.0
+    if fsdp["offload"]:
+        host, shards = sum(shards) * gpus, [0.0, 0.0, 0.0, 0.0]
+    return shards[0] + gathered, shards[1], shards[2], shards[3], host
+
+
 def estimate(cfg, counts: Counts, config, gpus: int, deepspeed=None, reference_copy: bool = False,
-             checkpointing: bool | None = None) -> dict:
+             checkpointing: bool | None = None, fsdp: dict | None = None) -> dict:
     """Bytes per GPU and on the host, term by term. `deepspeed`: the DeepSpeed config (path or dict), if any;
-    `reference_copy`: a frozen second copy of the weights (full DPO); `checkpointing`: instead of the config's."""
+    `fsdp`: FSDP2's settings (`fsdp_settings`), if any; `reference_copy`: a frozen second copy of the weights (full
+    DPO); `checkpointing`: instead of the config's."""
     m, t = cfg.model, cfg.training
     if checkpointing is None:
         checkpointing = t.gradient_checkpointing
@@ -164,6 +189,9 @@ def estimate(cfg, counts: Counts, config, gpus: int, deepspeed=None, reference_c
     if off_par and stage == 3:
         host += weights * gpus
         weights = 0
+    if fsdp is not None and stage is None:
+        weights, grads, optimizer, master, host = fsdp_terms(weights, grads, optimizer, master, counts, config,
+                                                             weight_dtype, gpus, fsdp)
 
     text = config.get_text_config()  # image-text models (Gemma-3) keep the language model's sizes there
     h, layers = text.hidden_size, text.num_hidden_layers
@@ -180,6 +208,6 @@ def estimate(cfg, counts: Counts, config, gpus: int, deepspeed=None, reference_c
     return {"weights": weights, "gradients": grads, "optimizer": optimizer + master, "activations": activations,
             "logits": logits, "overhead": CONTEXT_OVERHEAD,
             "experts_16bit": experts_16bit / gpus if stage == 3 else experts_16bit,
-            "per_gpu": per_gpu, "host": host, "zero_stage": stage,
+            "per_gpu": per_gpu, "host": host, "zero_stage": stage, "fsdp": fsdp if stage is None else None,
             "tokens_per_step": t.per_device_train_batch_size * t.gradient_accumulation_steps * gpus
             * sequence_length(t)}

@@ -15,7 +15,8 @@ from pathlib import Path
 from kotune.config.loading import read_config
 from kotune.config.validation import build_config, check_config, field_groups
 from kotune.errors import KotuneError
-from kotune.models.memory import GiB, Counts, count_parameters, estimate, model_config  # noqa: F401 (the API)
+from kotune.models.memory import (GiB, Counts, count_parameters, estimate, fsdp_settings,  # noqa: F401 (the API)
+                                  model_config)
 from kotune.stages.registry import STAGES, get_stage
 from kotune.vocab.stages import PRESETS, stage_trainable
 
@@ -66,6 +67,17 @@ def moe_lines(counts: Counts, est: dict) -> list[str]:
     return lines
 
 
+def sharding_comparison(cfg, counts: Counts, config, gpus: int, est: dict, reference_copy: bool) -> list[str]:
+    """A sharded run (ZeRO-3 or FSDP2) beside the other engine for the same run, so the choice is made on numbers."""
+    if est["fsdp"]:
+        other = estimate(cfg, counts, config, gpus, {"zero_optimization": {"stage": 3}}, reference_copy)
+        return [f"the same run under ZeRO-3 (no offload): {other['per_gpu'] / GiB:.2f} GiB per GPU"]
+    if est["zero_stage"] == 3:
+        other = estimate(cfg, counts, config, gpus, None, reference_copy, fsdp={"reshard": True, "offload": False})
+        return [f"the same run under FSDP2 (no offload): {other['per_gpu'] / GiB:.2f} GiB per GPU"]
+    return []
+
+
 USAGE = ("usage: kotune plan CONFIG.yaml [--gpus N] [--gpu-mem 80GiB] [--stage NAME] [--key=value ...]\n\n"
          "Estimates parameters, tokens per step and memory per GPU from the model config alone (no weights) and says "
          "whether the run fits. Exit code 1 when it does not. --stage (sft, dpo, ...) defaults to the first stage "
@@ -111,13 +123,15 @@ def run_plan(argv: list[str], gpus: int = 1, gpu_mem: str | None = None, stage: 
     eeve = stage_trainable(cfg, config, counts.total, counts.trainable)  # eeve_stage: only the open rows/layers
     counts.trainable = counts.trainable if eeve is None else eeve
     reference_copy = get_stage(stage).reference_copy and not cfg.model.use_peft
-    est = estimate(cfg, counts, config, gpus, deepspeed, reference_copy=reference_copy)
+    fsdp = fsdp_settings(cfg.training)
+    est = estimate(cfg, counts, config, gpus, deepspeed, reference_copy=reference_copy, fsdp=fsdp)
     m = cfg.model
     method = ("QLoRA 4-bit" if m.load_in_4bit else "LoRA 8-bit" if m.load_in_8bit else "LoRA" if m.use_peft
               else "full fine-tuning")
     lines = [
         f"model: {cfg.model.model_name_or_path} ({config.model_type}), method: {method}"
-        + (f", ZeRO-{est['zero_stage']}" if est["zero_stage"] else "") + f", {gpus} GPU(s)",
+        + (f", ZeRO-{est['zero_stage']}" if est["zero_stage"] else "")
+        + (f", FSDP2{' + CPU offload' if fsdp['offload'] else ''}" if est["fsdp"] else "") + f", {gpus} GPU(s)",
         f"parameters: {counts.total / 1e9:.2f} B total, {counts.trainable / 1e6:.1f} M trainable "
         f"({100 * counts.trainable / counts.total:.2f}%)",
         *moe_lines(counts, est),
@@ -131,6 +145,7 @@ def run_plan(argv: list[str], gpus: int = 1, gpu_mem: str | None = None, stage: 
     lines.append(f"  {'total':12s} {est['per_gpu'] / GiB:8.2f} GiB")
     if est["host"]:
         lines.append(f"host memory for offload: {est['host'] / GiB:.2f} GiB")
+    lines += sharding_comparison(cfg, counts, config, gpus, est, reference_copy)
     if reference_copy:
         lines.append(f"{stage.upper()} with use_peft: false keeps a frozen reference copy: weights counted twice")
     elif get_stage(stage).reference_copy:
@@ -147,6 +162,6 @@ def run_plan(argv: list[str], gpus: int = 1, gpu_mem: str | None = None, stage: 
                      f"({100 * est['per_gpu'] / budget:.0f}% of it)")
         if est["per_gpu"] > budget:
             lines.append("  to fit: enable gradient_checkpointing, lower per_device_train_batch_size or max_length, "
-                         "use load_in_4bit, or shard with --zero 3 / 3-offload")
+                         "use load_in_4bit, or shard with --zero 3 / 3-offload or --fsdp")
     print("\n".join(lines))
     return 0 if not gpu_mem or est["per_gpu"] <= parse_size(gpu_mem) else 1
