@@ -22,7 +22,7 @@ from kotune.errors import KotuneError
 from kotune.studio.paths import STATE_DIR, Workspace
 
 LOG_DICT = re.compile(r"\{'[^{}]*\}")
-BAR = re.compile(r"(\d+)/(\d+) \[([\d:]+)<([\d:?]+)")
+BAR = re.compile(r"^\s*\d+%\|[^|]*\|\s*(\d+)/(\d+) \[([\d:]+)<([\d:?]+)")  # the Trainer's bar: no label
 ERROR = re.compile(r"^(kotune: error: .*|[A-Za-z_.]*(Error|Exception): .*)$")
 METRICS = ("loss", "eval_loss", "eval_hangul_share", "eval_speech_합쇼체", "eval_speech_해요체", "eval_speech_반말",
            "learning_rate", "train_loss")
@@ -40,7 +40,7 @@ def parse_log(text: str) -> dict:
     the time left, and its one-line error if it failed."""
     points, step, progress = [], 0, None
     for segment in re.split(r"[\r\n]", text):
-        bar = BAR.search(segment)
+        bar = BAR.match(segment)
         if bar and "\x1b[A" not in segment and "[A" not in segment:  # eval bars are drawn one line up
             step, total = int(bar.group(1)), int(bar.group(2))
             progress = {"step": step, "total": total, "elapsed_s": _seconds(bar.group(3)),
