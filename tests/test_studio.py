@@ -118,8 +118,11 @@ def test_a_token_is_required_off_localhost(tmp_path, monkeypatch, capsys):
     page = client.get(f"/?token={token}")
     assert page.status_code == 200 and "kotune studio" in page.text
     assert client.get("/api/schema").status_code == 200  # the cookie set by the printed address
-    main(["--port", "7999"])  # localhost: no token asked
-    assert "?token=" not in capsys.readouterr().out and TestClient(served["app"]).get("/api/schema").status_code == 200
+    main(["--port", "7999"])  # localhost: no token asked, but only localhost names (no DNS rebinding)
+    assert "?token=" not in capsys.readouterr().out
+    assert TestClient(served["app"], base_url="http://127.0.0.1:7999").get("/api/schema").status_code == 200
+    assert TestClient(served["app"], base_url="http://localhost:7999").get("/api/schema").status_code == 200
+    assert TestClient(served["app"], base_url="http://evil.example:7999").get("/api/schema").status_code == 403
 
 
 def test_missing_ui_extra_is_one_clear_error(monkeypatch):

@@ -17,6 +17,7 @@ from kotune.errors import KotuneError
 STATIC = Path(__file__).resolve().parent / "static"
 TOKEN_HEADER = "x-kotune-token"
 TOKEN_COOKIE = "kotune_token"
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
 
 
 def is_loopback(host: str) -> bool:
@@ -28,8 +29,10 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def create_app(root: str | Path = ".", token: str | None = None):
-    """The studio for the folder `root`; with `token`, every request must carry it (header, cookie or ?token=)."""
+def create_app(root: str | Path = ".", token: str | None = None, hosts: tuple[str, ...] | None = None):
+    """The studio for the folder `root`; with `token`, every request must carry it (header, cookie or ?token=);
+    with `hosts`, the Host header must name one of them (a page from another site that rebinds its DNS name to
+    127.0.0.1 is refused)."""
     from fastapi import FastAPI, Request
     from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
     from fastapi.staticfiles import StaticFiles
@@ -46,6 +49,9 @@ def create_app(root: str | Path = ".", token: str | None = None):
 
     @app.middleware("http")
     async def require_token(request: Request, call_next):
+        if hosts is not None and request.url.hostname not in {h.strip("[]") for h in hosts}:
+            return JSONResponse({"error": f"host '{request.url.hostname}' is not this studio's address"},
+                                status_code=403)
         if token:
             given = (request.headers.get(TOKEN_HEADER) or request.cookies.get(TOKEN_COOKIE)
                      or request.query_params.get("token") or "")
@@ -213,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     token = args.token
     if not is_loopback(args.host) and not token:
         token = secrets.token_urlsafe(18)
-    app = create_app(Path.cwd(), token)
+    app = create_app(Path.cwd(), token, hosts=LOOPBACK_NAMES if is_loopback(args.host) else None)
     shown = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
     url = f"http://{shown}:{args.port}/" + (f"?token={token}" if token else "")
     print(f"kotune studio: {url}  (folder: {Path.cwd()}; Ctrl-C stops it)", flush=True)
