@@ -91,6 +91,7 @@ def test_cpu_partition_and_fsdp(config, tmp_path):
     sbatch = [line for line in proc.stdout.splitlines() if line.startswith("#SBATCH ")]
     assert "#SBATCH --cpus-per-task=2" in sbatch and not any("gpus" in line for line in sbatch)
     assert "--nproc_per_node 2" in proc.stdout
+    assert (tmp_path / "runs" / "slurm-logs").is_dir()  # printed for `| sbatch`: its log folder exists already
     assert proc.stdout.rstrip().endswith(f"{config} --fsdp_version=2")  # fsdp: true, FSDP2, as a config writes it
 
 

@@ -65,10 +65,10 @@ def main(argv: list[str]) -> int:
     overrides = argv[at + 1:]
     job = build_job(args, overrides, argv)
     text = render(job)
+    Path(job.log_out).parent.mkdir(parents=True, exist_ok=True)  # SLURM does not create it: `... | sbatch` works too
     if not (args.out or args.submit):
         print(text, end="")
         return 0
-    Path(job.log_out).parent.mkdir(parents=True, exist_ok=True)
     script = Path(args.out).expanduser().resolve() if args.out else \
         Path(job.log_out).parent / f"{Path(job.log_out).name.split('-%j')[0]}.sbatch"
     script.parent.mkdir(parents=True, exist_ok=True)
