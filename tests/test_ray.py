@@ -66,7 +66,7 @@ def run(args: list[str], timeout: int = 600) -> subprocess.CompletedProcess:
     return subprocess.run(args, cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=timeout)
 
 
-@pytest.mark.slow  # a local Ray instance and two training runs: 1-2 minutes on 2 cores
+@pytest.mark.slow  # a local Ray instance and two training runs: 1-3 minutes on 2 cores
 def test_ray_two_cpu_workers_train_as_ddp_does(tiny_bases, tmp_path):
     """`kotune ray sft CONFIG --workers 2` on a local Ray instance trains one 2-process LoRA run: rank 0 writes the
     adapter and run_info.json (world_size 2), and the loss curve is the one `accelerate launch` gives with 2
@@ -108,12 +108,14 @@ def test_ray_two_cpu_workers_train_as_ddp_does(tiny_bases, tmp_path):
     torch.testing.assert_close(torch.tensor(ray_curve), torch.tensor(losses(ddp)), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.slow  # starts a local Ray instance: 40-100 s on 2 cores
+@pytest.mark.slow  # starts a local Ray instance: 1-3 minutes on 2 cores
 def test_ray_a_workers_error_is_the_last_line_and_nonzero(tiny_bases, tmp_path):
     """A mistake found only inside the workers (a data file without the columns its format needs) stops the run with
-    exit 2 and the worker's own one-line message as the last line; a rerun into a finished output_dir is refused
-    before Ray starts."""
+    exit 2 and the worker's own one-line message as the last line. A rerun into a finished output_dir, and --gpus on a
+    machine without GPUs, are refused before Ray starts."""
     pytest.importorskip("ray")
+    import torch
+
     data = tmp_path / "qa.jsonl"
     data.write_text(json.dumps({"질문": "한국의 수도는 어디인가요?", "답": "서울입니다."}, ensure_ascii=False) + "\n")
     cfg = base_config(tiny_bases["gpt_neox"], tmp_path / "out", max_steps=2)
@@ -131,3 +133,7 @@ def test_ray_a_workers_error_is_the_last_line_and_nonzero(tiny_bases, tmp_path):
     proc = run([KOTUNE, "ray", "sft", str(write_config(tmp_path / "again.yaml", cfg))])
     assert proc.returncode == 2 and "already exists and is not empty" in proc.stderr.strip().splitlines()[-1]
     assert "Started a local Ray instance" not in proc.stderr
+    if not torch.cuda.is_available():  # GPUs asked of a local instance that has none: refused, not a silent wait
+        cfg["output_dir"] = str(tmp_path / "gpu")
+        proc = run([KOTUNE, "ray", "sft", str(write_config(tmp_path / "gpu.yaml", cfg)), "--gpus"])
+        assert proc.returncode == 2 and "--gpus: 2 worker(s) need 2 GPU(s) and this machine has 0" in proc.stderr

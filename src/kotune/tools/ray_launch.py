@@ -127,40 +127,53 @@ def main(argv: list[str]) -> int:
         print(USAGE)
         return 0
     stage, config_argv, options = parse(argv)
-    address = options["--address"]
-    remote_client = bool(address and address.startswith("ray://"))
+    remote_client = str(options["--address"]).startswith("ray://")
     if stage in STAGES and importlib.util.find_spec("ray") is None:
         raise KotuneError(INSTALL)
     # Through ray:// the workers read the config's paths on the cluster, not here: check keys and values only.
-    path, out_settings = check_run(stage, config_argv, check_paths=not remote_client)
+    _, out_settings = check_run(stage, config_argv, check_paths=not remote_client)
     output_dir = out_settings.pop("output_dir")
     try:
-        import ray
-        from ray.train import RunConfig, ScalingConfig
-        from ray.train.torch import TorchTrainer
+        import ray  # noqa: F401  (the whole of Ray Train, before anything starts)
+        from ray.train.torch import TorchTrainer  # noqa: F401
     except ImportError as err:
         raise KotuneError(f"{INSTALL}; importing it failed: {err}") from None
-    if not remote_client:  # the stage checks it again on every worker; here it costs no cluster start
+    if not remote_client:  # each worker checks it again; here a rerun into a finished run costs no cluster start
         from kotune.stages.safety import check_output_dir
 
         check_output_dir(output_dir, **out_settings)
-
     out = Path(output_dir) if remote_client else Path(output_dir).resolve()
     storage = options["--storage"] or str(out.parent / f"{out.name}.ray")
     if not remote_client and "://" not in storage:
         storage = str(Path(storage).resolve())
-    workers, gpus = options["--workers"], options["--gpus"]
+    return fit(stage, config_argv, options, storage, command=["kotune", "ray", *argv])
+
+
+def fit(stage: str, config_argv: list[str], options: dict, storage: str, command: list[str]) -> int:
+    """Start (or join) Ray, run the stage in `--workers` Ray Train workers, stop; 0, or the first worker's error."""
+    import ray
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    workers, gpus, address = options["--workers"], options["--gpus"], options["--address"]
     if address:
-        ray.init(address=address, log_to_driver=True)
-    else:  # a fresh local instance, with a CPU per worker even where the machine has fewer cores
-        ray.init(address="local", num_cpus=max(workers, os.cpu_count() or 1))
-    loop_config = {"stage": stage, "runner": STAGES[stage].runner, "argv": config_argv, "cwd": os.getcwd(),
-                   "command": ["kotune", "ray", *argv]}
-    trainer = TorchTrainer(train_loop_per_worker, train_loop_config=loop_config,
-                           scaling_config=ScalingConfig(num_workers=workers, use_gpu=gpus),
-                           run_config=RunConfig(storage_path=storage, name=f"{stage}-{time.strftime('%Y%m%d-%H%M%S')}"))
-    print(f"kotune ray: {stage} {path} on {workers} worker(s) ({'GPU' if gpus else 'CPU'}), Ray storage {storage}",
-          flush=True)
+        ray.init(address=address)
+    else:
+        import torch
+
+        have = torch.cuda.device_count()
+        if gpus and have < workers:  # else Ray waits for GPUs that never come, silently
+            fix = f"use --workers {have}" if have else "leave --gpus out to train on CPU"
+            raise KotuneError(f"--gpus: {workers} worker(s) need {workers} GPU(s) and this machine has {have}: "
+                              f"{fix}, or --address for a cluster")
+        ray.init(address="local", num_cpus=max(workers, os.cpu_count() or 1))  # a CPU per worker, even oversubscribed
+    trainer = TorchTrainer(
+        train_loop_per_worker, scaling_config=ScalingConfig(num_workers=workers, use_gpu=gpus),
+        train_loop_config={"stage": stage, "runner": STAGES[stage].runner, "argv": config_argv, "cwd": os.getcwd(),
+                           "command": command},
+        run_config=RunConfig(storage_path=storage, name=f"{stage}-{time.strftime('%Y%m%d-%H%M%S')}"))
+    print(f"kotune ray: {stage} {config_argv[0]} on {workers} worker(s) ({'GPU' if gpus else 'CPU'}), "
+          f"Ray storage {storage}", flush=True)
     failure = None
     try:
         trainer.fit()
@@ -173,5 +186,5 @@ def main(argv: list[str]) -> int:
     if failure:
         print(f"kotune: error: {stage} failed in a Ray worker: {failure[0]}", file=sys.stderr, flush=True)
         return 1
-    print(f"kotune ray: done, output in {output_dir}", flush=True)
+    print("kotune ray: done", flush=True)
     return 0
