@@ -4,12 +4,13 @@ training stage on a Ray cluster, through Ray Train's TorchTrainer.
 Every Ray Train worker runs the stage's own runner (the code of `kotune STAGE` and `train/STAGE.py`) on the same
 argv. Ray Train starts the torch process group first (gloo on CPU, NCCL on GPUs) and sets RANK, WORLD_SIZE,
 LOCAL_RANK, MASTER_ADDR and MASTER_PORT, so accelerate under HF Trainer sees one N-process run (run_info.json:
-world_size N, distributed_type MULTI_CPU or MULTI_GPU), and only rank 0 writes the output_dir, as under
-`accelerate launch`.
+world_size N; distributed_type MULTI_CPU on CPU workers, as tested), and only rank 0 writes the output_dir, as
+under `accelerate launch`.
 
-The config is checked here, before Ray starts, so a typo costs a second. Ray's own run folder goes next to the
-output_dir, in `<output_dir>.ray/` (`--storage` to change): not inside it, where it would make the output_dir
-non-empty and mix Ray's files with the run's, and not in a temp dir, which would lose the worker errors Ray keeps.
+The config is checked here, before Ray starts, so a typo costs a second. Ray Train needs a storage folder (else
+~/ray_results, shared by every run on the machine); the stage saves its own checkpoints into output_dir and reports
+none to Ray, so it holds little more than Ray's marker file. It goes next to the run, in `<output_dir>.ray/`
+(`--storage` to change): not inside output_dir, which a new run needs empty and which holds the HF formats only.
 """
 
 from __future__ import annotations
