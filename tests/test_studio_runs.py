@@ -45,6 +45,15 @@ def test_stop_leaves_a_checkpoint_and_a_crash_its_error(tmp_path, monkeypatch, t
     assert list((tmp_path / "runs" / "long").glob("checkpoint-*/trainer_state.json"))
     assert "stopped by SIGTERM" in stopped["log"]
 
+    # merge the checkpoint the stop left, as `kotune merge` does, as a job of its own
+    checkpoint = sorted((tmp_path / "runs" / "long").glob("checkpoint-*"))[-1].relative_to(tmp_path).as_posix()
+    merge = client.post("/api/merge", json={"run": checkpoint, "out": "runs/merged"}).json()
+    assert merge["argv"][2:] == ["kotune.cli", "merge", checkpoint, "--out", "runs/merged"]
+    merged = wait_for(client, merge["id"], lambda j: j["status"] != "running", timeout=120)
+    assert merged["status"] == "finished", merged["log"][-2000:]
+    assert (tmp_path / "runs" / "merged" / "config.json").is_file()
+    assert client.post("/api/merge", json={"run": checkpoint, "out": "../merged"}).status_code == 403
+
     # the same output_dir again: the CLI refuses to overwrite it; the page shows that one line
     again = client.post("/api/runs", json={"config": cfg, "stage": "sft", "path": "long.yaml"}).json()
     failed = wait_for(client, again["id"], lambda j: j["status"] != "running", timeout=120)
@@ -54,7 +63,9 @@ def test_stop_leaves_a_checkpoint_and_a_crash_its_error(tmp_path, monkeypatch, t
 
     fresh = TestClient(create_app(tmp_path))  # a reload, or a new studio in the same folder
     jobs = fresh.get("/api/jobs").json()["jobs"]
-    assert [j["status"] for j in jobs] == ["failed", "stopped"]
+    assert [(j["kind"], j["status"]) for j in jobs] == [("train", "failed"), ("merge", "finished"),
+                                                        ("train", "stopped")]
     assert fresh.get(f"/api/jobs/{job['id']}").json()["points"]  # from the checkpoint's trainer_state.json
     past = fresh.get("/api/past").json()["runs"]
     assert [r["output_dir"] for r in past] == ["runs/long"] and "loss" in past[0]["metrics"]
+    assert "runs/merged/config.json" not in fresh.get("/api/configs").json()["configs"]

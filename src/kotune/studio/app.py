@@ -90,9 +90,13 @@ def create_app(root: str | Path = ".", token: str | None = None, hosts: tuple[st
 
     @app.get("/api/configs")
     def configs():
-        found = [p for p in ws.root.rglob("*.yaml") if ".kotune-studio" not in p.parts and len(p.parts) -
-                 len(ws.root.parts) <= 4]
-        return {"configs": sorted(ws.relative(p) for p in found)[:500]}
+        found = []
+        for path in (p for p in ws.files(4) if p.suffix in (".yaml", ".yml")):
+            try:
+                found.append(ws.relative(path))
+            except PathRefused:  # a symlink that leads out: not listed
+                continue
+        return {"configs": sorted(found)[:500]}
 
     @app.post("/api/config/load")
     def load(body: dict):

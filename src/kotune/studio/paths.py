@@ -6,7 +6,9 @@ symlinks that lead out of it are refused (resolved first, then checked), so a pa
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import Iterator
 
 from kotune.errors import KotuneError
 
@@ -38,6 +40,17 @@ class Workspace:
         """`path` as the page shows it: relative to the workspace."""
         full = self.resolve(path)
         return "." if full == self.root else full.relative_to(self.root).as_posix()
+
+    def files(self, max_depth: int = 4) -> Iterator[Path]:
+        """Files under the workspace, at most `max_depth` folders down, skipping hidden folders (.venv, .git, the
+        studio's own) and checkpoints: what the page lists, fast even when started at a checkout's root."""
+        for folder, dirs, names in os.walk(self.root):
+            depth = len(Path(folder).relative_to(self.root).parts)
+            dirs[:] = [] if depth >= max_depth else sorted(
+                d for d in dirs if not d.startswith((".", "__")) and not d.startswith("checkpoint-")
+                and d != "node_modules")
+            for name in sorted(names):
+                yield Path(folder) / name
 
     def state_dir(self, *parts: str) -> Path:
         folder = self.root.joinpath(STATE_DIR, *parts)

@@ -12,6 +12,7 @@ import ast
 import json
 import os
 import re
+import secrets
 import signal
 import subprocess
 import threading
@@ -105,7 +106,7 @@ class Jobs:
 
     def start(self, kind: str, argv: list[str], **meta) -> dict:
         """Start `argv` (a list: never shell text) in the workspace, stdout and stderr into the job's log."""
-        job_id = time.strftime("%Y%m%d-%H%M%S") + f"-{kind}-{len(self.procs)}"
+        job_id = time.strftime("%Y%m%d-%H%M%S") + f"-{kind}-{secrets.token_hex(2)}"
         folder = self.ws.state_dir("jobs", job_id)
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         with open(folder / "log.txt", "wb") as log:
@@ -177,11 +178,8 @@ class Jobs:
 def past_runs(workspace: Workspace, depth: int = 4) -> list[dict]:
     """Output dirs under the workspace (a run_info.json marks one), newest first, with their last metrics."""
     found = []
-    for info in workspace.root.rglob("run_info.json"):
+    for info in (f for f in workspace.files(depth) if f.name == "run_info.json"):
         rel = info.parent.relative_to(workspace.root)
-        if len(rel.parts) > depth or rel.parts[:1] == (STATE_DIR,) or any(p.startswith("checkpoint-")
-                                                                          for p in rel.parts):
-            continue
         points = state_points(info.parent)
         last = {}
         for point in points:
