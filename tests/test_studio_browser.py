@@ -174,7 +174,7 @@ def test_studio_end_to_end(browser, studio, tmp_path):
 
     by_id(By.CSS_SELECTOR, "[data-tab=fit]").click()
     by_id(By.ID, "fit-btn").click()
-    wait(d, lambda d: "충분합니다" in by_id(By.ID, "fit-words").text, what="the plan")
+    wait(d, lambda d: "메모리가 충분합니다" in by_id(By.ID, "fit-words").text, what="the plan")
 
     # 3. a short run; the loss chart fills in while it trains, and after a reload
     by_id(By.CSS_SELECTOR, "[data-tab=run]").click()

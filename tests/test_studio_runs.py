@@ -39,7 +39,9 @@ def test_stop_leaves_a_checkpoint_and_a_crash_its_error(tmp_path, monkeypatch, t
     running = wait_for(client, job["id"], lambda j: (j["progress"] or {}).get("step", 0) >= 3)
     assert running["progress"]["total"] == 400 and running["progress"]["eta_s"] is not None
     assert [p["step"] for p in running["points"] if "loss" in p][:3] == [1, 2, 3]
-    client.post(f"/api/jobs/{job['id']}/stop")
+    other = TestClient(create_app(tmp_path))  # a second studio in the folder sees the run by its pid, and stops it
+    assert other.get(f"/api/jobs/{job['id']}").json()["status"] == "running"
+    assert other.post(f"/api/jobs/{job['id']}/stop").json()["stopping"] is True
     stopped = wait_for(client, job["id"], lambda j: j["status"] != "running", timeout=120)
     assert stopped["status"] == "stopped", stopped["log"][-2000:]
     assert list((tmp_path / "runs" / "long").glob("checkpoint-*/trainer_state.json"))

@@ -94,7 +94,7 @@ def plain_words(table: str, gpus: int, gpu_mem: str | None, code: int) -> dict[s
                 "ko": f"이 설정으로 학습하려면 GPU {gpus}장 각각에 메모리가 약 {need} GiB 필요합니다."}
     if code == 0:
         return {"en": f"It fits: each GPU needs about {need} GiB of its {gpu_mem}.",
-                "ko": f"충분합니다. GPU 한 장에 {gpu_mem} 중 약 {need} GiB를 씁니다."}
+                "ko": f"메모리가 충분합니다. GPU 한 장에 {gpu_mem} 중 약 {need} GiB를 씁니다."}
     return {"en": f"It will not fit: each GPU would need about {need} GiB but has {gpu_mem}. Turn on gradient "
                   "checkpointing, lower the batch size or max_length, use QLoRA (4-bit), or add GPUs.",
             "ko": f"메모리가 모자랍니다. GPU 한 장에 약 {need} GiB가 필요한데 {gpu_mem}뿐입니다. gradient "

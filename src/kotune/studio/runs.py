@@ -141,11 +141,13 @@ class Jobs:
         """The job, its new log text from byte `since`, and what the log says (points, progress, error)."""
         folder = self.folder(job_id)
         job = self._read(folder)
-        if job["status"] == "running" and not self._alive(job):
-            job["status"] = "lost"  # started by an earlier studio that ended before the run did
         raw = (folder / "log.txt").read_bytes()
         text = raw.decode("utf-8", errors="replace")
         parsed = parse_log(text)
+        if job["status"] == "running" and not self._alive(job):  # started by an earlier studio; ended since
+            finished = job.get("output_dir") and (self.ws.root / job["output_dir"] / "trainer_state.json").is_file()
+            job["status"] = "failed" if parsed["error"] else "finished" if finished else "lost"
+            self._write(folder, job)
         if job.get("output_dir"):
             out = self.ws.root / job["output_dir"]
             from_state = state_points(out) if job["status"] != "running" else []
@@ -162,7 +164,11 @@ class Jobs:
         proc = self.procs.get(job["id"])
         if proc is not None:
             return proc.poll() is None
-        return Path(f"/proc/{job['pid']}").exists()
+        try:  # the same process, not another one that got its pid since
+            cmdline = Path(f"/proc/{job['pid']}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            return False
+        return [part.decode(errors="replace") for part in cmdline if part] == job["argv"]
 
     @staticmethod
     def _read(folder: Path) -> dict:
