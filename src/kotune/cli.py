@@ -25,6 +25,9 @@ SUBCOMMANDS = {
     "score": ("kotune.inference.score", "score {prompt, answer} JSONL rows with a reward model from `kotune rm`"),
     "chat": ("kotune.inference.chat", "answer prompts with a trained run dir, in its training format (streams tokens)"),
     "vocab": ("kotune.tools.vocab", "Korean vocabulary extension: build new tokens, extend a base, report tokens/syllable"),
+    "slurm": ("kotune.tools.slurm", "write (or submit) an sbatch script: srun torchrun on N nodes, rendezvous from SLURM_*"),
+    "ray": ("kotune.tools.ray_launch", "run a stage on a Ray cluster through Ray Train's TorchTrainer (pip install kotune[ray])"),
+    "studio": ("kotune.studio.app", "web UI on 127.0.0.1: config form, what the model learns, live runs, chat (kotune[ui])"),
     "demo": ("kotune.tools.demo", "offline demo: tiny Polyglot-shaped model, LoRA SFT, a Korean answer"),
 }
 
