@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # GPU benchmark, one GPU, under 8 minutes: a ~1B Llama (random weights, built from config), bf16 LoRA and QLoRA 4-bit,
-# padded vs padding-free batches (flash-attention varlen, else sdpa), Liger kernels on/off when installable.
+# padded vs padding-free batches (flash-attention varlen, else sdpa), FSDP2 on the one GPU, Liger kernels on/off when
+# installable.
 #   bash bench/gpu.sh            (KOTUNE_PYTHON=/path/to/python to choose the interpreter)
 # Prints one table: tokens/s, MFU (6·N·tokens/s ÷ 989e12, H100/H200 bf16 dense peak), peak GPU memory, kotune plan's
 # estimate. Without a CUDA device it prints one skip line and exits 0.

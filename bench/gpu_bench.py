@@ -75,7 +75,7 @@ def collate(seqs: list[list[int]], padding_free: bool, device) -> dict:
     return {"input_ids": ids.to(device), "attention_mask": mask.to(device), "labels": labels.to(device)}
 
 
-def build_model(weights_dir: Path, four_bit: bool, attn: str, liger: bool):
+def build_model(weights_dir: Path, four_bit: bool, attn: str, liger: bool, fsdp: bool = False):
     import torch
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
@@ -87,25 +87,50 @@ def build_model(weights_dir: Path, four_bit: bool, attn: str, liger: bool):
 
         apply_liger_kernel_to_llama()
     quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                               bnb_4bit_compute_dtype=torch.bfloat16) if four_bit else None
+                               bnb_4bit_compute_dtype=torch.bfloat16,
+                               # FSDP2 shards the packed 4-bit storage as the compute dtype (peft#1550)
+                               bnb_4bit_quant_storage=torch.bfloat16 if fsdp else torch.uint8) if four_bit else None
     model = AutoModelForCausalLM.from_pretrained(weights_dir, dtype=torch.bfloat16, attn_implementation=attn,
                                                  quantization_config=quant, device_map={"": 0})
     model.config.use_cache = False
     if four_bit:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     targets = spec_for("llama").targets(None)
-    return get_peft_model(model, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules=targets,
-                                            task_type="CAUSAL_LM"))
+    model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules=targets,
+                                             task_type="CAUSAL_LM"))
+    return shard_one_gpu(model) if fsdp else model
+
+
+def shard_one_gpu(model):
+    """FSDP2 on this one GPU (a 1-rank NCCL group), block by block as kotune's FSDP2 runs wrap it: what sharding
+    itself costs (hooks, all-gather/reduce-scatter calls, resharding) against the same setup without it."""
+    import os
+
+    import torch.distributed as dist
+    from torch.distributed.fsdp import fully_shard
+
+    from kotune.stages.fsdp import block_classes
+
+    if not dist.is_initialized():
+        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+        os.environ.setdefault("MASTER_PORT", "29533")
+        dist.init_process_group("nccl", rank=0, world_size=1)
+    blocks = set(block_classes(model.get_base_model()))
+    for module in model.modules():
+        if type(module).__name__ in blocks:
+            fully_shard(module)
+    fully_shard(model)
+    return model
 
 
 def run_setup(weights_dir: Path, batches, four_bit: bool, padding_free: bool, attn: str, liger: bool,
-              warmup: int) -> tuple[float, float]:
+              warmup: int, fsdp: bool = False) -> tuple[float, float]:
     """(non-pad tokens/s over the timed steps, peak GPU bytes)."""
     import torch
 
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats()
-    model = build_model(weights_dir, four_bit, attn, liger)
+    model = build_model(weights_dir, four_bit, attn, liger, fsdp)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     tokens, start = 0, None
     for step, seqs in enumerate(batches):
@@ -127,13 +152,14 @@ def run_setup(weights_dir: Path, batches, four_bit: bool, padding_free: bool, at
 
 
 def setups(flash: bool, liger: bool) -> list[dict]:
-    """The grid: method × batching (varlen attention where padding-free) × Liger. Liger patches the Llama classes
-    for the rest of the process, so its setups come last."""
+    """The grid: method × batching (varlen attention where padding-free) × FSDP2 (one GPU) × Liger. Liger patches
+    the Llama classes for the rest of the process, so its setups come last."""
     free_attn = "flash_attention_2" if flash else "sdpa"
     grid = []
     for four_bit in (False, True):
         grid.append({"four_bit": four_bit, "padding_free": False, "attn": "sdpa", "liger": False})
         grid.append({"four_bit": four_bit, "padding_free": True, "attn": free_attn, "liger": False})
+        grid.append({"four_bit": four_bit, "padding_free": True, "attn": free_attn, "liger": False, "fsdp": True})
     if liger:
         grid += [{"four_bit": four_bit, "padding_free": True, "attn": free_attn, "liger": True}
                  for four_bit in (False, True)]
@@ -178,14 +204,14 @@ def main() -> int:
     for s in setups(flash, liger):
         name = (f"{'QLoRA 4-bit' if s['four_bit'] else 'bf16 LoRA'}, "
                 f"{'padding-free (' + s['attn'] + ')' if s['padding_free'] else 'padded (sdpa)'}"
-                f"{', liger' if s['liger'] else ''}")
+                f"{', FSDP2 (1 GPU)' if s.get('fsdp') else ''}{', liger' if s['liger'] else ''}")
         if time.perf_counter() - t0 > opts.budget:
             rows.append(f"| {name} | skipped: time budget | | | |")
             continue
         plan = plan_estimate(work, s["four_bit"], opts.batch, opts.max_length)
         try:
             speed, peak = run_setup(work, batches, s["four_bit"], s["padding_free"], s["attn"], s["liger"],
-                                    opts.warmup)
+                                    opts.warmup, s.get("fsdp", False))
         except Exception as err:  # one setup failing (an optional kernel) must not hide the others
             rows.append(f"| {name} | failed: {type(err).__name__}: {str(err)[:80]} | | | {plan / GiB:.1f} |")
             continue

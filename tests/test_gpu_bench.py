@@ -36,6 +36,7 @@ def test_gpu_bench_config_and_plan_build_on_cpu(tmp_path):
     config.save_pretrained(tmp_path)
     qlora, lora = (bench.plan_estimate(tmp_path, four_bit, 8, 2048) for four_bit in (True, False))
     assert 0 < qlora < lora < 80 * 1024**3
-    assert len(bench.setups(flash=False, liger=True)) == 6 and len(bench.setups(flash=False, liger=False)) == 4
+    assert len(bench.setups(flash=False, liger=True)) == 8 and len(bench.setups(flash=False, liger=False)) == 6
+    assert sum(bool(s.get("fsdp")) for s in bench.setups(flash=True, liger=False)) == 2  # LoRA and QLoRA under FSDP2
     batch = bench.collate([[5, 6, 7], [8, 9]], padding_free=True, device="cpu")
     assert batch["position_ids"].tolist() == [[0, 1, 2, 0, 1]] and batch["labels"].tolist() == [[-100, 6, 7, -100, 9]]
