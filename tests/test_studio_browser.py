@@ -30,7 +30,7 @@ lora_alpha: 16
 lora_dropout: 0.0
 output_dir: runs/e2e
 learning_rate: 0.01
-max_steps: 24
+max_steps: 40
 per_device_train_batch_size: 4
 max_length: 128
 logging_steps: 1
@@ -40,7 +40,7 @@ bf16: false
 gradient_checkpointing: false
 seed: 7
 report_to: []
-eval_steps: 8
+eval_steps: 10
 dataset_mixture:
   datasets:
     - {id: data.jsonl, format: instruction}
@@ -149,7 +149,7 @@ def test_studio_end_to_end(browser, studio, tmp_path):
     wait(d, lambda d: "did you mean 'learning_rate'" in by_id(By.ID, "problems").text, what="the CLI's message")
     by_id(By.CSS_SELECTOR, "#advanced button").click()
     by_id(By.ID, "adv-key").send_keys("eval_steps")
-    by_id(By.ID, "adv-value").send_keys("8")
+    by_id(By.ID, "adv-value").send_keys(str(hand["eval_steps"]))
     by_id(By.ID, "adv-add").click()
     wait(d, lambda d: "설정에 문제가 없습니다" in by_id(By.ID, "problems").text, what="a valid config")
     by_id(By.ID, "config-save").click()
@@ -179,17 +179,27 @@ def test_studio_end_to_end(browser, studio, tmp_path):
     # 3. a short run; the loss chart fills in while it trains, and after a reload
     by_id(By.CSS_SELECTOR, "[data-tab=run]").click()
     by_id(By.ID, "run-start").click()
-    points = lambda d: int(by_id(By.CSS_SELECTOR, "#loss-chart polyline.c0").get_attribute("data-points"))  # noqa: E731
-    wait(d, lambda d: points(d) >= 3, timeout=180, what="the first loss points")
-    seen = points(d)
-    d.refresh()
-    wait(d, lambda d: by_id(By.ID, "run-status").text in ("학습 중", "끝났습니다"), what="the run after a reload")
-    wait(d, lambda d: points(d) > seen, timeout=120, what="more loss points")
-    wait(d, lambda d: points(d) >= 17 or by_id(By.ID, "run-status").text != "학습 중", timeout=120, what="evals")
-    if by_id(By.ID, "run-status").text == "학습 중":
-        shot(d, tmp_path, "run")
-    wait(d, lambda d: by_id(By.ID, "run-status").text == "끝났습니다", timeout=240, what="the end of the run")
-    assert points(d) == 24
+    samples: list[tuple[str, int]] = []  # (status, loss points drawn), as the page showed them
+
+    def sample(d) -> tuple[str, int]:
+        status, n = d.execute_script(  # one read: the chart is redrawn every second
+            "const line = document.querySelector('#loss-chart polyline.c0');"
+            "return [document.getElementById('run-status').textContent,"
+            " line ? Number(line.getAttribute('data-points')) : 0];")
+        samples.append((status, n))
+        return samples[-1]
+
+    wait(d, lambda d: sample(d)[1] >= 1, timeout=180, what="the first loss points")
+    seen = samples[-1][1]
+    d.refresh()  # the same run, its log and its chart, read back from the server's files
+    wait(d, lambda d: sample(d)[0] in ("학습 중", "끝났습니다") and samples[-1][1] >= seen, what="the run after a reload")
+    deadline = time.time() + 300
+    while sample(d)[0] == "학습 중" and time.time() < deadline:
+        if samples[-1][1] >= 25 and not (tmp_path / "studio-run.png").exists():
+            shot(d, tmp_path, "run")  # live, after two evals
+        time.sleep(0.25)
+    assert samples[-1] == ("끝났습니다", 40)
+    assert any(status == "학습 중" and 0 < n < 40 for status, n in samples), samples  # it filled in live
     assert d.find_elements(By.CSS_SELECTOR, "#loss-chart polyline.c1")  # eval loss
     if not (tmp_path / "studio-run.png").exists():
         shot(d, tmp_path, "run")

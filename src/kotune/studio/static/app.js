@@ -264,7 +264,8 @@ async function learn() {
     $("learn-summary").replaceChildren(
       el("p", {}, el("b", {}, t("tokens_per_syllable") + ": "), String(r.tokens_per_hangul_syllable)),
       el("p", {}, el("b", {}, t("dropped") + ": "), dropped.length ? dropped.join(" · ") : t("none")),
-      el("p", {}, el("b", {}, t("answers") + ": "), answers.length ? answers.join(" · ") : t("none")));
+      el("p", {}, el("b", {}, t("answers") + ": "), answers.length ? answers.join(" · ") : t("none")),
+      el("details", {}, el("summary", {}, t("template") + " (" + r.eot_tokens.join(", ") + ")"), el("pre", {}, r.template)));
     $("learn-report").textContent = r.text;
   } catch (e) { $("learn-status").textContent = t("error") + ": " + e.message; }
 }
