@@ -111,6 +111,24 @@ def run_launcher(args: list[str], timeout: int = 900):
     return proc
 
 
+def kill_tree(proc) -> None:
+    """kill -9 a launcher and every process under it, as a lost node would be: torchrun starts its workers in their
+    own sessions, so killing the launcher's process group alone leaves them training."""
+    import psutil
+
+    try:
+        parent = psutil.Process(proc.pid)
+        descendants = parent.children(recursive=True)
+    except psutil.NoSuchProcess:
+        return
+    for p in [*descendants, parent]:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(descendants, timeout=30)  # not the launcher itself: proc.wait() reaps it with its -9 status
+
+
 def loss_curve(out: Path) -> list[float]:
     """The logged training losses of a finished run."""
     import json

@@ -8,7 +8,6 @@ tests are in the default suite.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -19,7 +18,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import REPO, base_config, loss_curve, run_launcher, subprocess_env, write_config
+from conftest import REPO, base_config, kill_tree, loss_curve, run_launcher, subprocess_env, write_config
 
 ACCELERATE = str(Path(sys.executable).with_name("accelerate"))
 CPU_2PROC = str(REPO / "configs/accelerate/cpu_2proc.yaml")
@@ -118,8 +117,8 @@ def test_sharded_checkpoint_is_resumable_only_when_whole(tmp_path):
 
 def launch_fsdp(tiny_bases, tmp_path, name, launcher_config=CPU_2PROC, **extra) -> Path:
     out = tmp_path / name
-    cfg = base_config(tiny_bases["gpt_neox"], out, max_steps=4, **extra)
-    run_launcher([ACCELERATE, "launch", "--config_file", launcher_config, str(REPO / "train/sft.py"),
+    cfg = base_config(tiny_bases["gpt_neox"], out, **{"max_steps": 4, **extra})
+    run_launcher([ACCELERATE, "launch", "--config_file", launcher_config, "--num_processes", "2", str(REPO / "train/sft.py"),
                   str(write_config(tmp_path / f"{name}.yaml", cfg))])
     return out
 
@@ -184,10 +183,11 @@ def test_fsdp2_resumes_after_kill_9_to_the_same_weights(tiny_bases, tmp_path):
                             start_new_session=True)
     try:
         assert _wait_for(lambda: (killed / "checkpoint-3" / "trainer_state.json").is_file(), proc)
-        os.killpg(proc.pid, signal.SIGKILL)
+        kill_tree(proc)
     finally:
         proc.wait()
     assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert max(int(p.name.split("-")[1]) for p in killed.glob("checkpoint-*")) < 24
     assert not (killed / "model.safetensors").exists()
     assert (killed / "checkpoint-3" / "pytorch_model_fsdp_0" / ".metadata").is_file()  # sharded, one part per rank
 
