@@ -13,7 +13,7 @@ export TORCH_EXTENSIONS_DIR ?= $(HOME)/.cache/kotune/torch_extensions
 LLAMA_CPP_SDIST := llama-cpp-python==0.3.36
 export KOTUNE_GGUF_VOCAB ?= $(HOME)/.cache/kotune/gguf_vocab
 
-.PHONY: install install-gguf install-ray vocab converter browser demo test test-slow test-avx2 clean
+.PHONY: install install-gguf install-ray vocab converter slurm browser demo test test-slow test-avx2 clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
@@ -81,12 +81,16 @@ demo: install
 test: install vocab converter
 	$(PY) -m pytest -q
 
+# A real one-machine SLURM (slurmctld + slurmd) for the slow tests of `kotune slurm`: Debian's slurm-wlm, as root.
+slurm:
+	command -v slurmctld >/dev/null || test -x /usr/sbin/slurmctld || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q slurm-wlm)
+
 # Debian's Chromium and its driver, for kotune studio's browser test (selenium drives them; nothing is downloaded at test
 # time); the CJK fonts make the Korean page legible in its screenshots. Needs root (apt).
 browser:
 	@test -x /usr/bin/chromium -a -x /usr/bin/chromedriver || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver fonts-noto-cjk)
 
-test-slow: install install-gguf install-ray vocab converter browser
+test-slow: install install-gguf install-ray vocab converter slurm browser
 	$(PY) -m pytest -q -m slow
 
 # The tolerance tests (golden losses, every preference experiment, slow ones included) as on a CPU without AVX512:
