@@ -111,6 +111,20 @@ def run_launcher(args: list[str], timeout: int = 900):
     return proc
 
 
+def wait_for(predicate, proc, timeout: float = 120.0) -> bool:
+    """Poll `predicate` until it holds (True), the process ends or the time runs out (False)."""
+    import time
+
+    start = time.time()
+    while time.time() - start < timeout:
+        if predicate():
+            return True
+        if proc.poll() is not None:
+            return False
+        time.sleep(0.02)
+    return False
+
+
 def kill_tree(proc) -> None:
     """kill -9 a launcher and every process under it, as a lost node would be: torchrun starts its workers in their
     own sessions, so killing the launcher's process group alone leaves them training."""

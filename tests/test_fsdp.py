@@ -11,14 +11,13 @@ import json
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import REPO, base_config, kill_tree, loss_curve, run_launcher, subprocess_env, write_config
+from conftest import REPO, base_config, kill_tree, loss_curve, run_launcher, subprocess_env, wait_for, write_config
 
 ACCELERATE = str(Path(sys.executable).with_name("accelerate"))
 CPU_2PROC = str(REPO / "configs/accelerate/cpu_2proc.yaml")
@@ -156,17 +155,6 @@ def test_fsdp2_matches_ddp_and_saves_a_loadable_model(method, tiny_bases, tmp_pa
     assert torch.isfinite(model(input_ids=torch.tensor([[5, 6, 7, 8]])).logits).all()
 
 
-def _wait_for(predicate, proc, timeout=300.0) -> bool:
-    start = time.time()
-    while time.time() - start < timeout:
-        if predicate():
-            return True
-        if proc.poll() is not None:
-            return False
-        time.sleep(0.02)
-    return False
-
-
 @pytest.mark.slow  # three two-process runs, ~2.5 min
 def test_fsdp2_resumes_after_kill_9_to_the_same_weights(tiny_bases, tmp_path):
     """kill -9 of the whole launch after a sharded checkpoint, then --resume_from_checkpoint=true: the same final
@@ -182,7 +170,7 @@ def test_fsdp2_resumes_after_kill_9_to_the_same_weights(tiny_bases, tmp_path):
                             cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     try:
-        assert _wait_for(lambda: (killed / "checkpoint-3" / "trainer_state.json").is_file(), proc)
+        assert wait_for(lambda: (killed / "checkpoint-3" / "trainer_state.json").is_file(), proc, 300)
         kill_tree(proc)
     finally:
         proc.wait()

@@ -13,7 +13,7 @@ import time
 import torch
 from safetensors.torch import load_file
 
-from conftest import REPO, base_config, run_sft_inprocess, subprocess_env, write_config
+from conftest import REPO, base_config, run_sft_inprocess, subprocess_env, wait_for, write_config
 
 SFT = str(REPO / "train" / "sft.py")
 
@@ -31,17 +31,6 @@ def test_existing_output_dir_is_refused_then_overwritten_on_request(tiny_bases, 
     assert (out / "adapter_model.safetensors").is_file()
 
 
-def _wait_for(predicate, proc, timeout=120.0):
-    start = time.time()
-    while time.time() - start < timeout:
-        if predicate():
-            return True
-        if proc.poll() is not None:
-            return False
-        time.sleep(0.02)
-    return False
-
-
 def test_resume_after_kill_9_reaches_the_same_weights(tiny_bases, tmp_path):
     cfg = dict(max_steps=30, save_strategy="steps", save_steps=3, lora_dropout=0.1)  # dropout: RNG must resume too
     straight = tmp_path / "straight"
@@ -52,7 +41,7 @@ def test_resume_after_kill_9_reaches_the_same_weights(tiny_bases, tmp_path):
     proc = subprocess.Popen([sys.executable, SFT, str(path)], env=subprocess_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        assert _wait_for(lambda: (killed / "checkpoint-3" / "trainer_state.json").is_file(), proc)
+        assert wait_for(lambda: (killed / "checkpoint-3" / "trainer_state.json").is_file(), proc)
         proc.send_signal(signal.SIGKILL)
     finally:
         proc.wait()
@@ -73,7 +62,7 @@ def test_sigterm_writes_a_checkpoint_and_resume_continues(tiny_bases, tmp_path):
     proc = subprocess.Popen([sys.executable, SFT, str(path)], env=subprocess_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        assert _wait_for(lambda: (out / "run_info.json").is_file(), proc)
+        assert wait_for(lambda: (out / "run_info.json").is_file(), proc)
         time.sleep(1.0)
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=120)

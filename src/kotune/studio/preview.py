@@ -44,18 +44,11 @@ def learn(raw: dict, source: str, rows: int = 8) -> dict:
     loaded = load_all(mixture, kotune.get("strict", False))
     cfg = build_config(raw, stage="sft", source=source)
 
-    from kotune.data.prepare import prepare_sft_data
-    from kotune.data.prompt_formats import end_of_turn_ids, prepare_chat_tokenizer
-    from kotune.data.report import build_report, format_report
-    from kotune.models.loading import load_model_config, load_tokenizer
+    from kotune.data.prompt_formats import end_of_turn_ids
+    from kotune.data.report import format_report
+    from kotune.tools.data_report import sft_report
 
-    m = cfg.model
-    model_type = load_model_config(m.model_name_or_path, m.trust_remote_code, m.model_revision).model_type
-    tokenizer = load_tokenizer(m.model_name_or_path, m.trust_remote_code, m.model_revision)
-    prepare_chat_tokenizer(tokenizer, cfg, model_type, m.model_name_or_path)
-    variants, eval_dataset, sources, _ = prepare_sft_data(cfg, tokenizer, loaded)
-    report = build_report(cfg, tokenizer, variants, sources)
-    report["eval_examples"] = len(eval_dataset) if eval_dataset is not None else 0
+    tokenizer, variants, report = sft_report(cfg, loaded)
     turn_ends = set(end_of_turn_ids(tokenizer)) | ({tokenizer.eos_token_id} if tokenizer.eos_token_id is not None
                                                    else set())
     first = variants[0].select(range(min(rows, len(variants[0]))))

@@ -57,19 +57,9 @@ def run_data_report(argv: list[str], out_dir: str | None = None, stage: str | No
     if stage == "pt":
         return pt_data_report(cfg, loaded, out)
 
-    from kotune.data.prepare import prepare_sft_data
-    from kotune.data.prompt_formats import prepare_chat_tokenizer
-    from kotune.data.report import build_report, format_report, plot_lengths
-    from kotune.models.loading import load_model_config, load_tokenizer
+    from kotune.data.report import format_report, plot_lengths
 
-    m = cfg.model
-    model_type = load_model_config(m.model_name_or_path, m.trust_remote_code, m.model_revision).model_type
-    tokenizer = load_tokenizer(m.model_name_or_path, m.trust_remote_code, m.model_revision)
-    prepare_chat_tokenizer(tokenizer, cfg, model_type, m.model_name_or_path)
-    variants, eval_dataset, sources, hit = prepare_sft_data(cfg, tokenizer, loaded)
-    report = build_report(cfg, tokenizer, variants, sources)
-    report["cache_hit"] = hit
-    report["eval_examples"] = len(eval_dataset) if eval_dataset is not None else 0
+    tokenizer, variants, report = sft_report(cfg, loaded)
     out.mkdir(parents=True, exist_ok=True)
     (out / "data_report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False))
     plot_lengths([len(x) for x in variants[0]["input_ids"]], out / "lengths.png", cfg.training.max_length)
@@ -96,3 +86,22 @@ def pt_data_report(cfg, loaded, out: Path) -> int:
     print(format_pt_report(report))
     print(f"written: {out / 'data_report.json'}, {out / 'lengths.png'}")
     return 0
+
+
+def sft_report(cfg, loaded=None) -> tuple:
+    """(tokenizer with the run's chat template, tokenized variants, report) of an SFT config: the same pipeline
+    as training, for `kotune data` and kotune studio's view of what the model learns."""
+    from kotune.data.prepare import prepare_sft_data
+    from kotune.data.prompt_formats import prepare_chat_tokenizer
+    from kotune.data.report import build_report
+    from kotune.models.loading import load_model_config, load_tokenizer
+
+    m = cfg.model
+    model_type = load_model_config(m.model_name_or_path, m.trust_remote_code, m.model_revision).model_type
+    tokenizer = load_tokenizer(m.model_name_or_path, m.trust_remote_code, m.model_revision)
+    prepare_chat_tokenizer(tokenizer, cfg, model_type, m.model_name_or_path)
+    variants, eval_dataset, sources, hit = prepare_sft_data(cfg, tokenizer, loaded)
+    report = build_report(cfg, tokenizer, variants, sources)
+    report["cache_hit"] = hit
+    report["eval_examples"] = len(eval_dataset) if eval_dataset is not None else 0
+    return tokenizer, variants, report
