@@ -198,18 +198,27 @@ def test_accelerate_fsdp2_config_trains_lora(tiny_bases, tmp_path):
     assert adapter and all(t.abs().sum() > 0 for k, t in adapter.items() if "lora_B" in k)
 
 
-@pytest.mark.slow  # one two-process run, ~40 s
-def test_fsdp2_dpo_lora_trains(tiny_bases, tmp_path):
-    """A preference stage under FSDP2: DPO with LoRA (the reference is the adapter switched off)."""
+@pytest.mark.slow  # one two-process run each, ~40 s
+@pytest.mark.parametrize("use_peft", [True, False], ids=["lora", "full"])
+def test_fsdp2_dpo_trains(use_peft, tiny_bases, tmp_path):
+    """A preference stage under FSDP2: DPO with LoRA (the reference is the adapter switched off) and full DPO (TRL
+    shards the frozen reference copy too); the output loads whole."""
     from helpers import preference_config
+    from transformers import AutoModelForCausalLM
 
     out = tmp_path / "dpo"
     cfg = preference_config(tiny_bases["gpt_neox"], out, REPO / "src/kotune/data/sample/preference.jsonl",
-                            max_steps=3, beta=0.1, fsdp_version=2, report_to=[])
+                            max_steps=3, beta=0.1, fsdp_version=2, report_to=[], use_peft=use_peft,
+                            **({} if use_peft else {"learning_rate": 1e-4}))
     run_launcher([ACCELERATE, "launch", "--config_file", CPU_2PROC, str(REPO / "train/dpo.py"),
                   str(write_config(tmp_path / "dpo.yaml", cfg))])
     assert json.loads((out / "run_info.json").read_text())["distributed_type"] == "FSDP"
     losses = loss_curve(out)
     assert len(losses) == 3 and losses[-1] < losses[0]
-    adapter = load_file(out / "adapter_model.safetensors")
-    assert all(t.abs().sum() > 0 for k, t in adapter.items() if "lora_B" in k)
+    if use_peft:
+        adapter = load_file(out / "adapter_model.safetensors")
+        assert all(t.abs().sum() > 0 for k, t in adapter.items() if "lora_B" in k)
+    else:
+        base = AutoModelForCausalLM.from_pretrained(tiny_bases["gpt_neox"]).state_dict()
+        model = AutoModelForCausalLM.from_pretrained(out).state_dict()
+        assert model.keys() == base.keys() and any(not torch.equal(model[k], base[k]) for k in base)
