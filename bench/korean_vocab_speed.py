@@ -8,15 +8,17 @@ embedding and head with EEVE's rows). Each trains through kotune's real stages, 
             a step (so a step holds the same number of tokens before and after, and more syllables after);
   sft:      kotune's Korean instruction sample, packing on (padding-free), SFT_BATCH examples a step (so a step
             holds the same examples, the same syllables, and fewer tokens after).
-Full fine-tuning, fp32, the same seed, STEPS optimizer steps. A callback times the steps after the first WARMUP
-(start of step WARMUP to the end of the last: set-up, data preparation and saving are outside); the collator is
-wrapped to keep the batches it hands the trainer, whose Hangul syllables (decoded ids) and tokens are counted for
-exactly the timed steps. Before and after alternate, REPEATS times, and the fastest run of each counts.
+Full fine-tuning, fp32, the same seed, STEPS optimizer steps a run. A callback times each step after the first
+WARMUP (its start to its end: set-up, data preparation and saving are outside); the collator is wrapped to keep the
+batches it hands the trainer, whose Hangul syllables (decoded ids) and tokens are counted per step. Before and after
+alternate, `repeats` runs each; a rate is the median of the timed steps' own rates (a shared machine's load spikes
+slow some steps, not the median).
 """
 
 from __future__ import annotations
 
 import json
+import statistics
 import time
 from pathlib import Path
 
@@ -29,18 +31,16 @@ INSTRUCTIONS = ROOT / "src" / "kotune" / "data" / "sample" / "instructions.jsonl
 
 
 class Recorder(TrainerCallback):
-    """Wall and CPU time (this process, all threads) from the start of step WARMUP to the end of the last step, and
-    the batches the collator made."""
+    """The wall time of each optimizer step (its start to its end), and the batches the collator made."""
 
     def __init__(self):
-        self.batches, self.start, self.end = [], None, None
+        self.batches, self.seconds, self.start = [], [], None
 
     def on_step_begin(self, args, state, control, **kwargs):
-        if state.global_step == WARMUP:
-            self.start = (time.perf_counter(), time.process_time())
+        self.start = time.perf_counter()
 
     def on_step_end(self, args, state, control, **kwargs):
-        self.end = (time.perf_counter(), time.process_time())
+        self.seconds.append(time.perf_counter() - self.start)
 
 
 RECORDER: list = []  # the recorder of the run in progress; the patched Trainer.__init__ attaches it
@@ -113,16 +113,23 @@ def train_once(stage: str, model: Path, work: Path, corpus: Path, tok) -> dict:
     recorder = RECORDER.pop()
     if code != 0:
         raise RuntimeError(f"{stage} on {model} exited {code}")
-    timed = recorder.batches[WARMUP:STEPS]  # the collator may run a batch ahead: only the trained ones count
-    syllables = sum(len(HANGUL.findall(tok.decode(ids.flatten().tolist()))) for ids in timed)
-    tokens = sum(ids.numel() for ids in timed)
-    (wall0, cpu0), (wall1, cpu1) = recorder.start, recorder.end
-    return {"syllables": syllables, "tokens": tokens, "seconds": wall1 - wall0, "cpu_seconds": cpu1 - cpu0}
+    # one batch a step (no gradient accumulation); the collator may run a batch ahead: only the trained ones count
+    return [{"syllables": len(HANGUL.findall(tok.decode(ids.flatten().tolist()))), "tokens": ids.numel(),
+             "seconds": seconds} for ids, seconds in zip(recorder.batches[WARMUP:STEPS], recorder.seconds[WARMUP:])]
+
+
+def summary(steps: list[dict]) -> dict:
+    """Per step on average: syllables and tokens; per second: the median over the timed steps of each step's own
+    rate (a load spike on a shared machine slows some steps, not the median)."""
+    return {"steps": len(steps), "syllables": statistics.mean(s["syllables"] for s in steps),
+            "tokens": statistics.mean(s["tokens"] for s in steps),
+            "syllables_s": statistics.median(s["syllables"] / s["seconds"] for s in steps),
+            "tokens_s": statistics.median(s["tokens"] / s["seconds"] for s in steps)}
 
 
 def throughput(tok, tokens: list, texts: list[str], work: Path, repeats: int = REPEATS) -> dict:
-    """{stage: {"before"/"after": fastest run}} for one base: syllables/s and tokens/s of its tiny model and the
-    extended one, on the same text."""
+    """{stage: {"before"/"after": summary of the timed steps}} for one base: syllables/s and tokens/s of its tiny
+    model and the extended one, on the same text."""
     install_recorder()
     work.mkdir(parents=True, exist_ok=True)
     corpus = work / "corpus.jsonl"
@@ -133,35 +140,31 @@ def throughput(tok, tokens: list, texts: list[str], work: Path, repeats: int = R
     toks = {"before": AutoTokenizer.from_pretrained(base), "after": AutoTokenizer.from_pretrained(ext)}
     result: dict = {}
     for stage in ("pt", "sft"):
-        runs: dict = {"before": [], "after": []}
+        steps: dict = {"before": [], "after": []}
         for rep in range(repeats):  # alternate, so a busy spell on a shared machine slows both alike
             for side in (("before", "after") if rep % 2 == 0 else ("after", "before")):
-                run = train_once(stage, base if side == "before" else ext, work, corpus, toks[side])
-                run["syllables_s"], run["tokens_s"] = run["syllables"] / run["seconds"], run["tokens"] / run["seconds"]
-                run["syllables_cpu_s"] = run["syllables"] / run["cpu_seconds"]
-                runs[side].append(run)
-        result[stage] = {side: max(r, key=lambda x: x["syllables_s"]) | {"runs": [x["syllables_s"] for x in r]}
-                         for side, r in runs.items()}
+                steps[side] += train_once(stage, base if side == "before" else ext, work, corpus, toks[side])
+        result[stage] = {side: summary(timed) for side, timed in steps.items()}
     result["vocab"] = (len(toks["before"]), len(toks["after"]))
     return result
 
 
-def speed_table(rows: list[dict], per_syllable: dict) -> str:
-    """The throughput table: per base and stage, syllables/s and tokens/s before, after and their ratio; beside it
-    the ratio tokens per syllable alone predicts (before/after on the trained text)."""
-    lines = ["| base (tiny model's vocab before → after) | stage | Hangul syllables/s before | after | **ratio** | "
-             "expected from tokens/syllable | tokens/s before | after | ratio | syllables per CPU-second ratio |",
+def speed_table(rows: list[dict]) -> str:
+    """Per base and stage: what a step holds before → after (syllables, tokens; exact), then syllables/s and
+    tokens/s before, after and their ratio (measured)."""
+    lines = ["| base (tiny model's vocab before → after) | stage | Hangul syllables a step before → after "
+             "| tokens a step before → after | syllables/s before | after | **ratio** | tokens/s before | after "
+             "| ratio |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
         speed = row["speed"]
         for stage in ("pt", "sft"):
             b, a = speed[stage]["before"], speed[stage]["after"]
             lines.append(f"| {row['base']} ({speed['vocab'][0]:,} → {speed['vocab'][1]:,}) | {stage} | "
+                         f"{b['syllables']:.0f} → {a['syllables']:.0f} | {b['tokens']:.0f} → {a['tokens']:.0f} | "
                          f"{b['syllables_s']:.0f} | {a['syllables_s']:.0f} | "
-                         f"**{a['syllables_s'] / b['syllables_s']:.2f}×** "
-                         f"| {per_syllable[row['base']]:.2f}× | {b['tokens_s']:.0f} | {a['tokens_s']:.0f} | "
-                         f"{a['tokens_s'] / b['tokens_s']:.2f}× | "
-                         f"{a['syllables_cpu_s'] / b['syllables_cpu_s']:.2f}× |")
+                         f"**{a['syllables_s'] / b['syllables_s']:.2f}×** | {b['tokens_s']:.0f} | {a['tokens_s']:.0f} "
+                         f"| {a['tokens_s'] / b['tokens_s']:.2f}× |")
     return "\n".join(lines)
 
 
@@ -169,17 +172,20 @@ def speed_note(repeats: int) -> str:
     return (f"Throughput: a tiny Llama-shaped model built from config (hidden {HIDDEN}, {LAYERS} layers, random "
             "weights) with each base's real vocabulary, and the same model extended by `kotune vocab extend`'s code "
             "(EEVE rows), trained in full (fp32, same seed) through kotune's real stages: pt on the training text "
-            f"above (documents packed into blocks of {BLOCK} tokens, {PT_BATCH} blocks a step: as many tokens a step "
-            f"before and after), sft on kotune's Korean instruction sample (packing on, {SFT_BATCH} examples a step, "
-            f"max_length {SFT_MAX_LENGTH} so no row is dropped: the same syllables a step, fewer tokens after). "
-            f"{STEPS} optimizer steps; the {STEPS - WARMUP} after the first {WARMUP} are timed (wall clock, start of "
-            "the step to end of the last; set-up, data preparation and saving excluded), and the Hangul syllables "
-            "(decoded input ids) and tokens of exactly those batches are counted; before and after alternate, "
-            f"{repeats} run(s) each, the fastest counts. The ratio against the base in the same run is what carries "
-            "over, not the absolute numbers: fewer tokens per syllable put more syllables in each token-step, so "
-            "syllables/s rises by about the tokens-per-syllable ratio (the 'expected' column) while the cost per "
-            "token stays about the same (tokens/s). The head and embedding grow with the new rows; in this tiny "
-            "model they are most of the work per token (hidden 64 against a 32K-152K vocabulary), so the extra rows "
-            "cost it more than they would cost an 8B model, where the head is a few percent of the compute "
-            "(Llama-3 8B: 128K × 4096 against ~7B in the layers). The machine is shared: wall-clock numbers move "
-            "with its load (recorded above), so the CPU-time ratio is shown too.")
+            f"above (documents packed into blocks of {BLOCK} tokens, {PT_BATCH} blocks a step: about as many tokens a "
+            "step before and after), sft on kotune's Korean instruction sample (packing on, "
+            f"{SFT_BATCH} examples a step, max_length {SFT_MAX_LENGTH} so no row is dropped: the same syllables a "
+            f"step, fewer tokens after). {STEPS} optimizer steps a run, {repeats} runs per model and stage, before "
+            f"and after alternating; every step after the first {WARMUP} of a run is timed on the wall clock (its "
+            "start to its end: set-up, data preparation and saving excluded) with the Hangul syllables (decoded input "
+            "ids) and tokens of its batch; syllables/s and tokens/s are the median of the timed steps' own rates. "
+            "What a step holds is exact, and it is what carries over to a real model: fewer tokens per syllable put "
+            "more syllables in each token (pt: about the same tokens a step, more syllables; sft: the same "
+            "syllables, fewer tokens). The measured rates follow it only roughly: on this shared 2-core machine the "
+            "load (recorded above) moves step times by tens of percent, so read only the ratio against the base in "
+            "the same run, never the absolute numbers. The new rows make the head and embedding larger; in this tiny "
+            f"model they are most of the work per token (hidden {HIDDEN} against a 32K-152K vocabulary; Mistral's "
+            "grows by 13%), so the extra rows cost it more than they would cost an 8B model, where the head is a few "
+            "percent of the compute (Llama-3 8B: 128K × 4096 against ~7B parameters in the layers) and the cost of a "
+            "token stays about the same; and a small sft step carries a fixed cost (the optimizer over the whole "
+            "embedding and head) that fewer tokens do not shrink.")
