@@ -8,11 +8,11 @@ embedding and head with EEVE's rows). Each trains through kotune's real stages, 
             a step (so a step holds the same number of tokens before and after, and more syllables after);
   sft:      kotune's Korean instruction sample, packing on (padding-free), SFT_BATCH examples a step (so a step
             holds the same examples, the same syllables, and fewer tokens after).
-Full fine-tuning, fp32, the same seed, STEPS optimizer steps a run. A callback times each step after the first
-WARMUP (its start to its end: set-up, data preparation and saving are outside); the collator is wrapped to keep the
-batches it hands the trainer, whose Hangul syllables (decoded ids) and tokens are counted per step. Before and after
-alternate, `repeats` runs each; a rate is the median of the timed steps' own rates (a shared machine's load spikes
-slow some steps, not the median).
+Full fine-tuning, fp32, one CPU thread, the same seed, STEPS optimizer steps a run. A callback times each step
+after the first WARMUP (its start to its end: set-up, data preparation and saving are outside); the collator is
+wrapped to keep the batches it hands the trainer, whose Hangul syllables (decoded ids) and tokens are counted per
+step. Before and after alternate, `repeats` runs each; a rate is the median of the timed steps' own rates (a shared
+machine's load spikes slow some steps, not the median).
 """
 
 from __future__ import annotations
@@ -130,7 +130,11 @@ def summary(steps: list[dict]) -> dict:
 def throughput(tok, tokens: list, texts: list[str], work: Path, repeats: int = REPEATS) -> dict:
     """{stage: {"before"/"after": summary of the timed steps}} for one base: syllables/s and tokens/s of its tiny
     model and the extended one, on the same text."""
+    import torch
+
     install_recorder()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # two threads that wait on each other stall whenever a shared machine is busy
     work.mkdir(parents=True, exist_ok=True)
     corpus = work / "corpus.jsonl"
     corpus.write_text("".join(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in texts), encoding="utf-8")
@@ -146,6 +150,7 @@ def throughput(tok, tokens: list, texts: list[str], work: Path, repeats: int = R
                 steps[side] += train_once(stage, base if side == "before" else ext, work, corpus, toks[side])
         result[stage] = {side: summary(timed) for side, timed in steps.items()}
     result["vocab"] = (len(toks["before"]), len(toks["after"]))
+    torch.set_num_threads(threads)
     return result
 
 
@@ -171,9 +176,9 @@ def speed_table(rows: list[dict]) -> str:
 def speed_note(repeats: int) -> str:
     return (f"Throughput: a tiny Llama-shaped model built from config (hidden {HIDDEN}, {LAYERS} layers, random "
             "weights) with each base's real vocabulary, and the same model extended by `kotune vocab extend`'s code "
-            "(EEVE rows), trained in full (fp32, same seed) through kotune's real stages: pt on the training text "
-            f"above (documents packed into blocks of {BLOCK} tokens, {PT_BATCH} blocks a step: about as many tokens a "
-            "step before and after), sft on kotune's Korean instruction sample (packing on, "
+            "(EEVE rows), trained in full (fp32, same seed, one CPU thread) through kotune's real stages: pt on the "
+            f"training text above (documents packed into blocks of {BLOCK} tokens, {PT_BATCH} blocks a step: about "
+            "as many tokens a step before and after), sft on kotune's Korean instruction sample (packing on, "
             f"{SFT_BATCH} examples a step, max_length {SFT_MAX_LENGTH} so no row is dropped: the same syllables a "
             f"step, fewer tokens after). {STEPS} optimizer steps a run, {repeats} runs per model and stage, before "
             f"and after alternating; every step after the first {WARMUP} of a run is timed on the wall clock (its "
@@ -182,10 +187,12 @@ def speed_note(repeats: int) -> str:
             "What a step holds is exact, and it is what carries over to a real model: fewer tokens per syllable put "
             "more syllables in each token (pt: about the same tokens a step, more syllables; sft: the same "
             "syllables, fewer tokens). The measured rates follow it only roughly: on this shared 2-core machine the "
-            "load (recorded above) moves step times by tens of percent, so read only the ratio against the base in "
-            "the same run, never the absolute numbers. The new rows make the head and embedding larger; in this tiny "
-            f"model they are most of the work per token (hidden {HIDDEN} against a 32K-152K vocabulary; Mistral's "
-            "grows by 13%), so the extra rows cost it more than they would cost an 8B model, where the head is a few "
-            "percent of the compute (Llama-3 8B: 128K × 4096 against ~7B parameters in the layers) and the cost of a "
-            "token stays about the same; and a small sft step carries a fixed cost (the optimizer over the whole "
-            "embedding and head) that fewer tokens do not shrink.")
+            "load (recorded above) still moves step times (one thread: two threads that wait on each other stalled "
+            "whenever the machine was busy, at 2-5× the time a step takes alone), so read only the ratio against the "
+            "base in the same run, never the absolute numbers. The new rows make the head and embedding larger; in "
+            f"this tiny model they are most of the work per token (hidden {HIDDEN} against a 32K-152K vocabulary; "
+            "Mistral's grows by 13%), so the extra rows cost it more than they would cost an 8B model, where the "
+            "head is a few percent of the compute (Llama-3 8B: 128K × 4096 against ~7B parameters in the layers) and "
+            "the cost of a token stays about the same. Where the tokens/s ratio here is far from 1, the syllables/s "
+            "ratio carries that too; for a real model the exact syllables-a-step (pt) and tokens-a-step (sft) "
+            "ratios are the safer figures.")
