@@ -52,6 +52,7 @@ def test_without_ray_installed_it_says_how_to_install(tmp_path, capsys, monkeypa
     """Ray is an optional extra: without it, `kotune ray` says which extra to install (a `None` in sys.modules is
     how Python itself hides a module: `import ray` then fails, and find_spec finds nothing)."""
     monkeypatch.setitem(sys.modules, "ray", None)
+    (tmp_path / "base").mkdir()  # a config with nothing else to fix
     config = write_config(tmp_path / "sft.yaml", base_config(tmp_path / "base", tmp_path / "out"))
     code, err = kotune_ray(capsys, "sft", str(config), "--workers", "2")
     assert code == 2 and "pip install 'kotune[ray]'" in err and "Traceback" not in err

@@ -129,10 +129,10 @@ def main(argv: list[str]) -> int:
         return 0
     stage, config_argv, options = parse(argv)
     remote_client = str(options["--address"]).startswith("ray://")
-    if stage in STAGES and importlib.util.find_spec("ray") is None:
-        raise KotuneError(INSTALL)
     # Through ray:// the workers read the config's paths on the cluster, not here: check keys and values only.
     _, out_settings = check_run(stage, config_argv, check_paths=not remote_client)
+    if importlib.util.find_spec("ray") is None:  # after the config: its mistakes are worth fixing first
+        raise KotuneError(INSTALL)
     output_dir = out_settings.pop("output_dir")
     try:
         import ray  # noqa: F401  (the whole of Ray Train, before anything starts)
