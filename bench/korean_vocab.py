@@ -257,7 +257,8 @@ def main() -> int:
                             f"({100 * r['change']:+.1f}%){more}")
     note += (" Issue #26's targets on this held-out text: " + "; ".join(verdicts) + ". With this little training "
              "text the byte-level bases gain little on unseen passages (their vocabularies already hold most "
-             "syllables and many words), and the gain still grows with the text (the tables below).")
+             "syllables and many words), and the gain still grows with the text (the last table above"
+             + (", and the --corpus table below)." if corpus else ")."))
     parts = [table, note]
     if corpus:
         parts += [corpus_table(rows, corpus, opts), CORPUS_NOTE]
