@@ -13,7 +13,7 @@ export TORCH_EXTENSIONS_DIR ?= $(HOME)/.cache/kotune/torch_extensions
 LLAMA_CPP_SDIST := llama-cpp-python==0.3.36
 export KOTUNE_GGUF_VOCAB ?= $(HOME)/.cache/kotune/gguf_vocab
 
-.PHONY: install install-gguf install-ray vocab converter slurm browser demo test test-slow test-avx2 clean
+.PHONY: install install-gguf install-ray vocab converter korean-corpus slurm browser demo test test-slow test-avx2 clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
