@@ -163,3 +163,18 @@ def test_what_the_model_learns(studio):
     assert learned["tokens_per_hangul_syllable"] > 0
     assert learned["eot_tokens"] == [tokenizer.eos_token]
     assert "tokens per Hangul syllable" in learned["text"]
+
+
+def test_live_points_sit_at_their_steps_when_the_bar_lags():
+    """tqdm redraws at most every 0.1 s, so with fast steps the bar printed before a log line can be a step or two
+    behind: the Trainer's own schedule (every logging_steps) places the points, evaluations at their step."""
+    from kotune.studio.runs import parse_log
+
+    log = ("  0%|          | 0/40 [00:00<?, ?it/s]\n{'loss': '8.9', 'epoch': '0.1'}\n"
+           "{'loss': '8.7', 'epoch': '0.2'}\n  5%|▌         | 2/40 [00:00<00:04,  9.1it/s]\n"
+           "{'loss': '8.5', 'epoch': '0.3'}\n{'loss': '8.4', 'epoch': '0.4'}\n{'eval_loss': '8.6', 'epoch': '0.4'}\n")
+    parsed = parse_log(log, logging_steps=1)
+    assert [(p["step"], sorted(k for k in p if k != "step")) for p in parsed["points"]] == [
+        (1, ["loss"]), (2, ["loss"]), (3, ["loss"]), (4, ["loss"]), (4, ["eval_loss"])]
+    assert [p["step"] for p in parse_log(log)["points"]] == [0, 0, 2, 2, 2]  # the bar alone lags
+    assert parsed["progress"]["step"] == 2 and parsed["progress"]["total"] == 40

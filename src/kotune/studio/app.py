@@ -142,7 +142,7 @@ def create_app(root: str | Path = ".", token: str | None = None, hosts: tuple[st
         target.write_text(config_api.to_yaml(raw), encoding="utf-8")  # the run reads exactly what the page shows
         argv = config_api.run_argv(sys.executable, stage, ws.relative(target))
         return jobs.start("train", argv, stage=stage, config=ws.relative(target),
-                          output_dir=ws.relative(raw["output_dir"]))
+                          output_dir=ws.relative(raw["output_dir"]), logging_steps=raw.get("logging_steps"))
 
     @app.get("/api/jobs")
     def list_jobs():

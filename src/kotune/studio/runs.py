@@ -36,10 +36,12 @@ def _seconds(clock: str) -> int | None:
     return sum(p * 60 ** i for i, p in enumerate(reversed(parts)))
 
 
-def parse_log(text: str) -> dict:
-    """What a run has printed so far: its metric points (at the step the progress bar showed), the progress and
-    the time left, and its one-line error if it failed."""
-    points, step, progress = [], 0, None
+def parse_log(text: str, logging_steps: int | None = None) -> dict:
+    """What a run has printed so far: its metric points, the progress and the time left, and its one-line error if
+    it failed. The Trainer logs training metrics every `logging_steps`, so the n-th training point is at step
+    n × logging_steps (evaluations follow the training point of their step); without it, at the step the progress
+    bar last showed, which lags when steps are faster than tqdm redraws (every 0.1 s)."""
+    points, step, progress, trained = [], 0, None, 0
     for segment in re.split(r"[\r\n]", text):
         bar = BAR.match(segment)
         if bar and "\x1b[A" not in segment and "[A" not in segment:  # eval bars are drawn one line up
@@ -54,7 +56,10 @@ def parse_log(text: str) -> dict:
             if not isinstance(values, dict):
                 continue
             point = {k: float(v) for k, v in values.items() if k in METRICS and _number(v)}
-            if point:
+            if point and logging_steps:
+                trained += "loss" in point
+                points.append({"step": trained * logging_steps, **point})
+            elif point:
                 points.append({"step": step, **point})
     errors = [line.strip() for line in text.splitlines() if ERROR.match(line.strip())]
     kotune_errors = [e for e in errors if e.startswith("kotune: error:")]
@@ -143,7 +148,8 @@ class Jobs:
         job = self._read(folder)
         raw = (folder / "log.txt").read_bytes()
         text = raw.decode("utf-8", errors="replace")
-        parsed = parse_log(text)
+        steps = job.get("logging_steps")
+        parsed = parse_log(text, steps if isinstance(steps, int) and steps >= 1 else None)
         if job["status"] == "running" and not self._alive(job):  # started by an earlier studio; ended since
             finished = job.get("output_dir") and (self.ws.root / job["output_dir"] / "trainer_state.json").is_file()
             job["status"] = "failed" if parsed["error"] else "finished" if finished else "lost"
