@@ -64,6 +64,18 @@ def kotune(capsys, *args) -> tuple[int, str]:
     return code, out.out + out.err
 
 
+def build_and_extend(capsys, base, tmp_path) -> tuple[Path, dict]:
+    """`kotune vocab build` on the bench's Korean text (400 tokens), then `kotune vocab extend`: the extended dir and
+    its kotune_vocab.json."""
+    tokens, ext = tmp_path / "tokens.tsv", tmp_path / "ext"
+    code, out = kotune(capsys, "vocab", "build", "--base", base, "--corpus", BENCH_TEXT, "--size", 400,
+                       "--out", tokens)
+    assert code == 0, out[-2000:]
+    code, out = kotune(capsys, "vocab", "extend", "--base", base, "--tokens", tokens, "--out", ext)
+    assert code == 0, out[-2000:]
+    return ext, json.loads((ext / "kotune_vocab.json").read_text(encoding="utf-8"))
+
+
 def check_frozen(before: dict, after: dict, preset, first: int, stage: int) -> None:
     """What the preset keeps frozen is bit-identical to the previous stage's output; what it opens moved."""
     for name, rows in ((EMBED, preset.inputs), (HEAD, preset.outputs)):
@@ -85,13 +97,7 @@ def test_a_real_tokenizers_tiny_base_goes_the_whole_korean_path(family, tmp_path
     base = base_model(family, tmp_path / "base")
     base_tok = AutoTokenizer.from_pretrained(base)
 
-    tokens, ext = tmp_path / "tokens.tsv", tmp_path / "ext"
-    code, out = kotune(capsys, "vocab", "build", "--base", base, "--corpus", BENCH_TEXT, "--size", 400,
-                       "--out", tokens)
-    assert code == 0, out[-2000:]
-    code, out = kotune(capsys, "vocab", "extend", "--base", base, "--tokens", tokens, "--out", ext)
-    assert code == 0, out[-2000:]
-    record = json.loads((ext / "kotune_vocab.json").read_text(encoding="utf-8"))
+    ext, record = build_and_extend(capsys, base, tmp_path)
     first, size = record["old_vocab_size"], record["new_vocab_size"]
     assert first == len(base_tok) and size - first > 100, record
 

@@ -7,12 +7,10 @@ llama-cpp-python (`pip install -e .[gguf]`)."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from conftest import REPO
-from test_korean_base_path import BENCH_TEXT, base_model, kotune
+from test_korean_base_path import base_model, build_and_extend, kotune
 from test_vocab import MISTRAL_TEMPLATE
 
 pytestmark = pytest.mark.slow
@@ -55,13 +53,8 @@ def test_llama_cpp_tokenizes_an_extended_vocabulary_as_transformers_does(family,
         base_tok = AutoTokenizer.from_pretrained(base)
         base_tok.chat_template = MISTRAL_TEMPLATE
         base_tok.save_pretrained(base)
-    tokens, ext, out = tmp_path / "tokens.tsv", tmp_path / "ext", tmp_path / "gguf"
-    code, log = kotune(capsys, "vocab", "build", "--base", base, "--corpus", BENCH_TEXT, "--size", 400,
-                       "--out", tokens)
-    assert code == 0, log[-2000:]
-    code, log = kotune(capsys, "vocab", "extend", "--base", base, "--tokens", tokens, "--out", ext)
-    assert code == 0, log[-2000:]
-    record = json.loads((ext / "kotune_vocab.json").read_text(encoding="utf-8"))
+    out = tmp_path / "gguf"
+    ext, record = build_and_extend(capsys, base, tmp_path)
     first, size = record["old_vocab_size"], record["new_vocab_size"]
     code, log = kotune(capsys, "export", ext, "--gguf", "--quant", "f16", "--out", out)
     assert code == 0, log[-2000:]
