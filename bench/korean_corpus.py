@@ -10,15 +10,18 @@ from pathlib import Path
 
 CORPUS = Path.home() / ".cache" / "kotune" / "korean_corpus"  # `make korean-corpus`
 CORPUS_NOTE = (
-    "The corpus (`make korean-corpus`, fetched into ~/.cache/kotune/korean_corpus, never committed): KoNLPy 0.6.0's "
-    "bundled corpora from PyPI (kolaw: the Constitution of the Republic of Korea; kobill: 10 National Assembly bills) "
-    "and the Korean documentation of three Debian packages (libreoffice-help-ko, gimp-help-ko, debian-faq-ko; HTML, "
-    "each block element a text). Mostly software help: another genre than the bench's held-out text (law, news, "
-    "encyclopedia, notices, everyday prose), so its own held-out split (5% of the files, seeded, whole pages; "
-    "paragraphs also found in a training page dropped) is shown beside it. Korean UI strings (.po/.mo files) were "
-    "left out: short labels, a genre of their own. For scale, issue #26's reference figures on legal text put Gemma-3 "
-    "(262K tokens) at 0.68 tokens per syllable against Llama-3's 0.92, 26% fewer: 35% fewer asks Llama-3 for a "
-    "denser Korean vocabulary than Gemma-3's.")
+    "The corpus (`make korean-corpus`, fetched into ~/.cache/kotune/korean_corpus, never committed; "
+    "bench/korean_corpus_sources.py lists every file and the commit it is pinned to): KoNLPy 0.6.0's bundled corpora "
+    "from PyPI (kolaw: the Constitution; kobill: 10 National Assembly bills); the Korean documentation of three Debian "
+    "packages (libreoffice-help-ko, gimp-help-ko, debian-faq-ko; HTML, each block element a text); and public Korean "
+    "datasets from GitHub: KorQuAD 1.0 dev (Wikipedia paragraphs), KLUE dev sets (news and Wikipedia sentences), "
+    "KorNLI XNLI and KorSTS (translated sentences of many genres), the Korean side of the Korean-English news "
+    "parallel corpus (dev/test), KMOU's NER corpus (news sentences) and six months of the Blue House petitions "
+    "archive (citizens' prose on law, policy and daily life). NSMC's movie reviews were tried and left out: slang "
+    "without spacing, 4x the rest, and they made the held-out gain smaller. The held-out split is 5% of the files, "
+    "seeded, whole files (a petition, a Wikipedia article, 100-200 sentences of a dataset); paragraphs also found in "
+    "a training file are dropped. For scale, issue #26's reference figures on legal text put Gemma-3 (262K tokens) "
+    "at 0.68 tokens per syllable against Llama-3's 0.92, 26% fewer.")
 
 class Blocks(HTMLParser):
     """The text of each block element of an HTML page (script and style skipped), whitespace collapsed."""
@@ -75,16 +78,15 @@ def corpus_split(folder: Path, exclude: list[str], share: float = 0.05) -> tuple
 
 def corpus_curve(tok, train: list[str], corpus: tuple, held: list[str], opts) -> list[tuple]:
     """(syllables of training text, new tokens, change on the bench's held-out text, change on the corpus's) with
-    the bench's training text alone, plus a seeded 25% of the corpus's, plus all of it."""
+    the bench's training text alone at --size, then with all of the corpus at each of --corpus-sizes."""
     from kotune.data.report import HANGUL
     from kotune.vocab.extend import extend_tokenizer
     from kotune.vocab.learn import learn_tokens
     from kotune.vocab.measure import measure_texts
 
     points = []
-    for share in (0.0, 0.25, 1.0):
-        texts = train + random.Random(0).sample(corpus[0], int(share * len(corpus[0])))
-        new = extend_tokenizer(tok, learn_tokens(tok, texts, opts.size, opts.min_freq).tokens)
+    for texts, size in [(train, opts.size)] + [(train + corpus[0], n) for n in opts.corpus_sizes]:
+        new = extend_tokenizer(tok, learn_tokens(tok, texts, size, opts.min_freq).tokens)
         points.append((sum(len(HANGUL.findall(t)) for t in texts), len(new) - len(tok),
                        measure_texts(tok, new, held).change, measure_texts(tok, new, corpus[1]).change))
     return points
@@ -92,12 +94,12 @@ def corpus_curve(tok, train: list[str], corpus: tuple, held: list[str], opts) ->
 
 def corpus_table(rows: list[dict], corpus: tuple, opts) -> str:
     pct = lambda c: f"{100 * c:+.1f}%"  # noqa: E731
-    heads = [f"{n:,} syllables" for n, *_ in rows[0]["corpus"]]
+    heads = [f"bench text only ({rows[0]['corpus'][0][0]:,} syllables), --size {opts.size:,}"] + \
+        [f"+ the corpus, --size {n:,}" for n in opts.corpus_sizes]
     lines = [f"More training text (--corpus: {corpus[2]:,} files, {corpus[3]:,} training syllables, held-out split "
              f"{corpus[4]:,} syllables); change in tokens per syllable on the bench's held-out text / on the "
              "corpus's held-out split (new tokens):", "",
-             f"| base | bench text only ({heads[0]}) | + 25% of the corpus ({heads[1]}) | + all of it ({heads[2]}) |",
-             "|---|---|---|---|"]
+             "| base | " + " | ".join(heads) + " |", "|---|" + "---|" * len(heads)]
     for r in rows:
         lines.append(f"| {r['base']} | " + " | ".join(f"**{pct(bench)}** / {pct(own)} ({new:,})"
                                                     for _, new, bench, own in r["corpus"]) + " |")

@@ -93,7 +93,8 @@ def test_every_old_token_keeps_its_id_and_new_ones_follow(extended):
     assert len(learned.tokens) > 300
     assert {t: now[t] for t in old} == old
     assert sorted(i for t, i in now.items() if t not in old) == list(range(len(base), len(new)))
-    assert [t.token for t in learned.tokens] == new.convert_ids_to_tokens(list(range(len(base), len(new))))
+    fresh = [t.token for t in learned.tokens if t.token not in old]  # a Korean-first merge may end in an old entry
+    assert len(fresh) == learned.fresh and fresh == new.convert_ids_to_tokens(list(range(len(base), len(new))))
 
 
 def test_text_without_hangul_tokenizes_id_for_id(extended):

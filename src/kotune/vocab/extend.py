@@ -3,9 +3,10 @@ tokens take the ids after the old ones, and text without them tokenizes exactly 
 
 Why vocabulary entries plus merges, not added tokens: the extended tokenizer stays the base's BPE model, so every
 consumer runs the same algorithm on it.
-- Byte-level BPE (Llama-3, Qwen2): each new token is one merge appended after all of the base's merges. llama.cpp's
-  GGUF converter writes tokenizer.json's vocabulary and merges (`tokenizer.ggml.merges`) and runs the same ranked
-  merges. The pre-tokenizer is untouched, so the converter's pre-tokenizer check (a hash of its test string's ids;
+- Byte-level BPE (Llama-3, Qwen2): each new token is one merge, placed after the base's character-building merges
+  and before its merges that join whole syllables (`kotune.vocab.merge_order`: Korean text is cut by the new
+  merges first, other text never meets them). llama.cpp's GGUF converter writes tokenizer.json's vocabulary and
+  merges (`tokenizer.ggml.merges`) in that order and runs the same ranked merges. The pre-tokenizer is untouched, so the converter's pre-tokenizer check (a hash of its test string's ids;
   that string has no Hangul) still recognises the base.
 - SentencePiece BPE (Mistral/Llama-2): SentencePiece, and llama.cpp after it, merge any two adjacent pieces that
   spell a vocabulary entry, highest score first; tokenizer.json spells that as one merge per split. A new piece gets
@@ -26,6 +27,7 @@ import json
 from pathlib import Path
 
 from kotune.errors import KotuneError
+from kotune.vocab.merge_order import ordered_merges
 from kotune.vocab.pieces import base_kind, entry_text, korean_token, merges_of
 from kotune.vocab.token_file import NewToken
 
@@ -46,12 +48,12 @@ def load_base_tokenizer(path: str | Path):
 
 def check_tokens(tokens: list[NewToken], vocab: dict, kind: str) -> list[str]:
     """Every reason the list cannot extend this vocabulary, at once."""
-    problems, known = [], set(vocab)
+    problems, known, listed = [], set(vocab), set()
     for t in tokens:
         text = entry_text(t.token, kind)
-        if t.token in known:
-            problems.append(f"{t.token!r} ({text}) is already in the vocabulary"
-                            + (" or listed twice" if t.token not in vocab else ""))
+        if t.token in listed or (t.token in known and not (kind == "byte_bpe" and t.is_merge)):
+            problems.append(f"{t.token!r} ({text}) is listed twice" if t.token in listed else
+                            f"{t.token!r} ({text}) is already in the vocabulary")
         elif not korean_token(text, hangul_only=False):
             problems.append(f"{t.token!r} ({text}) holds no Hangul syllable or holds a space inside: new tokens must "
                             "be Korean, so that English and code tokenize as before")
@@ -63,6 +65,7 @@ def check_tokens(tokens: list[NewToken], vocab: dict, kind: str) -> list[str]:
             problems.append(f"{t.token!r} ({text}) merges {' and '.join(map(repr, missing))}, which is neither in "
                             "the base nor earlier in the list (the list is in merge order)")
         known.add(t.token)
+        listed.add(t.token)
     return problems
 
 
@@ -108,11 +111,13 @@ def extend_tokenizer(base, tokens: list[NewToken]):
         # entries would push it along (Llama-3's GGUF tokenizer adds <|endoftext|> so): pin it in the model.
         model["vocab"].setdefault(added["content"], added["id"])
     next_id = max(existing.values()) + 1
-    for offset, t in enumerate(tokens):
-        model["vocab"][t.token] = next_id + offset
+    for t in tokens:
+        if t.token not in existing:  # a Korean-first merge into an entry the base has keeps its id
+            model["vocab"][t.token] = next_id
+            next_id += 1
     merges = merges_of(model)
     if kind == "byte_bpe":
-        merges += [(t.left, t.right) for t in tokens]
+        merges = ordered_merges(merges, [(t.left, t.right) for t in tokens])
     else:
         merges += sentencepiece_merges(old_vocab, [t.token for t in tokens])
     as_strings = any(isinstance(m, str) for m in model.get("merges", []))

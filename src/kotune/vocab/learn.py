@@ -27,6 +27,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 
 from kotune.errors import KotuneError
+from kotune.vocab.merge_order import character_model
 from kotune.vocab.pieces import BYTE_PIECE, base_kind, entry_text, korean_token, sp_words
 from kotune.vocab.token_file import NewToken
 
@@ -39,11 +40,12 @@ class Learned:
 
     tokens: list[NewToken]
     kind: str
-    method: str  # "continued BPE" or "SentencePiece trainer" (kotune.vocab.sp_train)
+    method: str  # "Korean-first BPE" (byte-level), "continued BPE" or "SentencePiece trainer" (kotune.vocab.sp_train)
     words: int  # distinct words in the corpus
     corpus_tokens_before: int  # the corpus in the base's tokens
     corpus_tokens_after: int  # ... with the new tokens
     stopped: str  # why learning stopped: the size was reached, or no pair/character is frequent enough
+    fresh: int  # tokens that take a new id (a Korean-first merge may end in an entry the base has)
 
 
 def corpus_words(backend, kind: str, texts: list[str]) -> Counter:
@@ -151,9 +153,11 @@ def learn_tokens(tokenizer, texts: list[str], size: int, min_freq: int = 2, hang
 
         tokens, before, after = sentencepiece_tokens(tokenizer, texts, size, min_freq, hangul_only)
         stopped = "size" if len(tokens) >= size else f"no more pieces used {min_freq}+ times"
-        return Learned(tokens, kind, "SentencePiece trainer", len(counts), before, after, stopped)
+        return Learned(tokens, kind, "SentencePiece trainer", len(counts), before, after, stopped, len(tokens))
     vocab = set(backend.get_vocab(with_added_tokens=True))
-    words = [base_pieces(backend.model, w, kind) for w in counts]
+    reuse = kind == "byte_bpe"  # Korean-first merges (kotune.vocab.merge_order) may end in an entry the base has
+    start = character_model(backend) if reuse else backend.model
+    words = [base_pieces(start, w, kind) for w in counts]
     weights = list(counts.values())
     added: set[str] = set()
     text_ok: dict[str, bool] = {}
@@ -163,7 +167,7 @@ def learn_tokens(tokenizer, texts: list[str], size: int, min_freq: int = 2, hang
 
     def eligible(left: str, right: str) -> bool:
         merged = left + right
-        if merged in vocab or merged in added or not (known(left) and known(right)):
+        if (merged in vocab and not reuse) or merged in added or not (known(left) and known(right)):
             return False
         if merged not in text_ok:
             text_ok[merged] = korean_token(entry_text(merged, kind), hangul_only)
@@ -172,7 +176,8 @@ def learn_tokens(tokenizer, texts: list[str], size: int, min_freq: int = 2, hang
     def cost(piece: str) -> int:  # tokens a piece costs: a character outside the vocabulary is its UTF-8 bytes
         return 1 if known(piece) else len(piece.encode("utf-8"))
 
-    before = sum(w * sum(map(cost, word)) for word, w in zip(words, weights))
+    before = sum(w * (len(backend.model.tokenize(word)) if reuse else sum(map(cost, base)))
+                 for word, base, w in zip(counts, words, weights))
     pairs = PairCounts(eligible)
     chars: Counter = Counter()
     char_words: dict = defaultdict(set)
@@ -184,8 +189,8 @@ def learn_tokens(tokenizer, texts: list[str], size: int, min_freq: int = 2, hang
                 char_words[piece].add(index)
     char_queue = sorted(chars, key=lambda c: (-(len(c.encode("utf-8")) - 1) * chars[c], c))
     tokens: list[NewToken] = []
-    stopped = "size"
-    while len(tokens) < size:
+    stopped, fresh = "size", 0  # fresh: tokens that take a new id
+    while fresh < size:
         pair, frequency = pairs.best()
         char = char_queue[0] if char_queue else None
         char_saving = (len(char.encode("utf-8")) - 1) * chars[char] if char else 0
@@ -197,20 +202,23 @@ def learn_tokens(tokenizer, texts: list[str], size: int, min_freq: int = 2, hang
             for index in char_words[char]:
                 pairs.update(words[index], index, weights[index])
             tokens.append(NewToken(char, chars[char], text=char))
+            fresh += 1
             continue
         if pair is None or frequency < min_freq:
             stopped = f"no pair or character occurs {min_freq}+ times"
             break
         merged = pair[0] + pair[1]
+        added.add(merged)  # before the words are recounted: the pairs it forms with its neighbours count from now
         for index in list(pairs.where.pop(pair, ())):
             if pair not in zip(words[index], words[index][1:]):
                 continue
             pairs.update(words[index], index, -weights[index])
             words[index] = merge_word(words[index], pair)
             pairs.update(words[index], index, weights[index])
-        added.add(merged)
+        fresh += merged not in vocab
         tokens.append(NewToken(merged, frequency, pair[0], pair[1], entry_text(merged, kind) or ""))
     after = sum(w * sum(map(cost, word)) for word, w in zip(words, weights))
-    logger.info("vocab: %d new tokens from %d distinct words; the corpus goes from %d to %d tokens (%s)",
-                len(tokens), len(words), before, after, stopped)
-    return Learned(tokens, kind, "continued BPE", len(words), before, after, stopped)
+    logger.info("vocab: %d new tokens (%d merges) from %d distinct words; the corpus goes from %d to %d tokens (%s)",
+                fresh, len(tokens), len(words), before, after, stopped)
+    return Learned(tokens, kind, "Korean-first BPE" if reuse else "continued BPE", len(words), before, after, stopped,
+                   fresh)
