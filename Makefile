@@ -41,8 +41,10 @@ $(KOTUNE_GGUF_VOCAB)/.extracted-2: | $(VENV)/.installed
 vocab: $(KOTUNE_GGUF_VOCAB)/.extracted-2
 
 # Real Korean text for `bench/korean_vocab.py --corpus`, fetched, never committed: KoNLPy's bundled corpora (the
-# Constitution, 10 National Assembly bills; PyPI wheel) and the Korean HTML documentation of three Debian packages
-# (apt-get download needs `apt-get update` once; nothing is installed).
+# Constitution, 10 National Assembly bills; PyPI wheel), the Korean HTML documentation of three Debian packages
+# (apt-get download needs `apt-get update` once; nothing is installed), and public Korean datasets from GitHub pinned
+# to commits (bench/korean_corpus_sources.py: KorQuAD, KLUE, KorNLU, news, petitions; KOREAN_MIRROR=DIR reads local
+# git snapshots instead).
 KOREAN_CORPUS ?= $(HOME)/.cache/kotune/korean_corpus
 $(KOREAN_CORPUS)/.fetched: | $(VENV)/.installed
 	rm -rf $(KOREAN_CORPUS) && mkdir -p $(KOREAN_CORPUS)/dl
@@ -54,6 +56,7 @@ $(KOREAN_CORPUS)/.fetched: | $(VENV)/.installed
 	for deb in $(KOREAN_CORPUS)/dl/*.deb; do dpkg-deb -x $$deb $(KOREAN_CORPUS)/debian; done
 	find $(KOREAN_CORPUS)/debian -type f ! -name '*.html' -delete
 	rm -rf $(KOREAN_CORPUS)/dl
+	$(PY) bench/korean_corpus_sources.py $(KOREAN_CORPUS)/github $(if $(KOREAN_MIRROR),--mirror $(KOREAN_MIRROR))
 	touch $@
 
 korean-corpus: $(KOREAN_CORPUS)/.fetched

@@ -84,8 +84,9 @@ def run_build(args) -> int:
                f"{learned.corpus_tokens_before} -> {learned.corpus_tokens_after}")
     write_tokens(out, learned.tokens, comment)
     saved = learned.corpus_tokens_before - learned.corpus_tokens_after
-    print(f"{len(learned.tokens)} new tokens ({learned.kind}; stopped: {learned.stopped}) from {len(texts)} texts, "
-          f"{learned.words} distinct words")
+    reused = len(learned.tokens) - learned.fresh
+    print(f"{learned.fresh} new tokens ({learned.method}; stopped: {learned.stopped}) from {len(texts)} texts, "
+          f"{learned.words} distinct words" + (f"; {reused} more merges end in entries the base has" if reused else ""))
     print(f"corpus tokens: {learned.corpus_tokens_before} -> {learned.corpus_tokens_after} "
           f"({-100 * saved / max(learned.corpus_tokens_before, 1):+.1f}%)")
     print("most frequent: " + ", ".join(repr(t.text) for t in learned.tokens[:12]))

@@ -71,10 +71,11 @@ def write_extension(base: str | Path, tokens_file: str | Path, out: str | Path, 
     sp_model = base / "tokenizer.model"
     info = {
         "base": str(base.resolve()), "kind": kind, "old_vocab_size": old_size, "new_vocab_size": len(tokenizer),
-        "new_tokens": len(tokens), "new_ids": [old_size, len(tokenizer) - 1],
+        "new_tokens": len(tokenizer) - old_size, "merges": len(tokens), "new_ids": [old_size, len(tokenizer) - 1],
         "pad_token": tokenizer.pad_token,
         "tokens_file": str(tokens_file.resolve()), "tokens_sha256": sha256(tokens_file),
-        "mechanism": "BPE vocabulary entries + merges appended after the base's (no added tokens)",
+        "mechanism": ("BPE vocabulary entries + merges before the base's syllable joins (Korean-first; no added tokens)"
+                      if kind == "byte_bpe" else "BPE vocabulary entries + merges after the base's (no added tokens)"),
         "sentencepiece_model": kind == "sentencepiece" and sp_model.is_file(),
     }
     with staged_dir(out) as tmp:
@@ -96,8 +97,9 @@ def write_extension(base: str | Path, tokens_file: str | Path, out: str | Path, 
         existing = json.loads((tmp / INFO_FILE).read_text(encoding="utf-8")) if (tmp / INFO_FILE).is_file() else {}
         record = {**existing, "tokenizer": {k: v for k, v in info.items() if k != "model"}} if existing else info
         (tmp / INFO_FILE).write_text(json.dumps(record, indent=2, ensure_ascii=False), encoding="utf-8")
-    logger.info("vocab: %s: %d → %d tokens (%d new, ids %d–%d)%s", out, old_size, len(tokenizer), len(tokens),
-                old_size, len(tokenizer) - 1, " with the model's rows" if info.get("model") else "")
+    logger.info("vocab: %s: %d → %d tokens (%d new, ids %d–%d)%s", out, old_size, len(tokenizer),
+                len(tokenizer) - old_size, old_size, len(tokenizer) - 1,
+                " with the model's rows" if info.get("model") else "")
     return info
 
 

@@ -1,14 +1,15 @@
-"""Learn new Korean tokens for a base: BPE merges continued on top of the base's own segmentation (byte-level bases,
-and SentencePiece bases when `sentencepiece` is not installed; with it, `kotune.vocab.sp_train` trains them).
+"""Learn new Korean tokens for a base as BPE merges on top of the base's own pieces (byte-level bases, and
+SentencePiece bases when `sentencepiece` is not installed; with it, `kotune.vocab.sp_train` trains them).
 
 Every corpus word is first cut by the base tokenizer itself (its normalizer, pre-tokenizer and BPE model). New
 tokens are then learned greedily, as BPE training does, but starting from those pieces: each step merges the most
-frequent adjacent pair of pieces into one new token. So a new token is always exactly one merge of two entries the
-base (or an earlier new token) has, appended after all of the base's merges: the base's own merges run first,
-unchanged, and a learned merge only joins what the base left apart. That is what makes the extension safe:
-- text without Hangul never meets a new merge (every new token holds a Hangul syllable), so it tokenizes as before;
-- Korean text gains exactly the merges learned here, in this order (a BPE trained from scratch learns tokens whose
-  merge paths the base's segmentation never produces, so many of them would never fire).
+frequent adjacent pair of pieces into one token, and the pairs it forms with its neighbours count from then on. So
+a new token is always exactly one merge of two entries the base (or an earlier merge) has:
+- byte-level bases (Korean-first BPE): a word starts as the base cuts it with only its character-building merges,
+  and the new merges run before the base's syllable joins (`kotune.vocab.merge_order`). A merge may end in an entry
+  the base already has (` 운영`); it keeps its id, and `size` counts only the entries that take a new one;
+- SentencePiece bases without `sentencepiece`: the merges join what the base's segmentation left apart.
+Text without Hangul never meets a new merge (every one holds a Hangul syllable), so it tokenizes as before.
 
 SentencePiece bases (Mistral/Llama-2) spell most syllables as 3 byte-fallback tokens: such a syllable is a piece
 that is not in the vocabulary yet. Adding it alone (a new single-character token) saves 2 tokens per occurrence
