@@ -22,9 +22,14 @@ import json
 from kotune.vocab.pieces import HANGUL, byte_decoder, merges_of
 
 
+LEADS = frozenset("êëìí")  # GPT-2's byte alphabet for 0xEA-0xED
+
+
 def holds_syllable(entry: str) -> bool:
     """Whether a byte-level entry holds the whole UTF-8 bytes of a Hangul syllable (bits of other characters around
     it allowed)."""
+    if not LEADS.intersection(entry):  # no lead byte of U+AC00-U+D7A3 (0xEA-0xED): the common, fast case
+        return False
     table = byte_decoder()
     raw = bytes(table[c] for c in entry if c in table)
     return bool(HANGUL.search(raw.decode("utf-8", errors="ignore")))
