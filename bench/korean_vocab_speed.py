@@ -180,7 +180,7 @@ def speed_note(repeats: int) -> str:
             f"training text above (documents packed into blocks of {BLOCK} tokens, {PT_BATCH} blocks a step: about "
             "as many tokens a step before and after), sft on kotune's Korean instruction sample (packing on, "
             f"{SFT_BATCH} examples a step, max_length {SFT_MAX_LENGTH} so no row is dropped: the same syllables a "
-            f"step, fewer tokens after). {STEPS} optimizer steps a run, {repeats} runs per model and stage, before "
+            f"step, fewer tokens after). {STEPS} optimizer steps a run, {repeats} run{'s' if repeats != 1 else ''} per model and stage, before "
             f"and after alternating; every step after the first {WARMUP} of a run is timed on the wall clock (its "
             "start to its end: set-up, data preparation and saving excluded) with the Hangul syllables (decoded input "
             "ids) and tokens of its batch; syllables/s and tokens/s are the median of the timed steps' own rates. "
