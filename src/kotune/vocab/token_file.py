@@ -1,5 +1,6 @@
 """The new-token list that `kotune vocab build` writes and `kotune vocab extend` reads: a TSV, one token a line, in
-the order they were learned (which is their merge order and the order of their new ids).
+the order they were learned (which is their merge order and the order of their new ids; on a byte-level base a
+merge may end in an entry the base already has, which keeps its id).
 
 Columns: `token` (the entry exactly as the base's vocabulary spells it: `Ġ`/`▁` for a space), `frequency` (its
 count in the corpus when it was learned), `merge` (the two entries it is merged from, separated by a space, or `-`
